@@ -1,0 +1,1 @@
+"""Frame sources: dataset folders, rosbag2 bags and the synthetic scene."""

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# One-command setup (called by `make setup`): Debian packages, the venv with the
+# pinned requirements, neural_mapping_interfaces built into the venv, and this
+# package installed editable with its executables where `ros2 run` looks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# --- Debian packages ---------------------------------------------------------
+APT_PKGS="libusb-1.0-0 libgomp1 cmake g++ make"
+missing=""
+for p in $APT_PKGS; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "[setup] apt-get install$missing"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+  else
+    echo "[setup] missing Debian packages:$missing"
+    echo "[setup] run: sudo apt-get install -y$missing"
+    exit 1
+  fi
+fi
+
+# --- venv + requirements -----------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PY="$VENV/bin/python"
+PREFIX="$(cd "$VENV" && pwd)"
+if [ ! -f "$VENV/.req-stamp" ] || [ requirements.txt -nt "$VENV/.req-stamp" ]; then
+  echo "[setup] pip install -r requirements.txt (a few minutes the first time)"
+  "$PY" -m pip install -q --disable-pip-version-check -r requirements.txt
+  touch "$VENV/.req-stamp"
+fi
+
+# --- neural_mapping_interfaces -----------------------------------------------
+if [ ! -f "$VENV/.ifc-stamp" ] || [ -n "$(find neural_mapping_interfaces -newer "$VENV/.ifc-stamp" -type f | head -1)" ]; then
+  echo "[setup] building neural_mapping_interfaces into $VENV"
+  # The rosidl wheels hard-code the include paths of their build machine.
+  PY_INC="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  NP_INC="$("$PY" -c 'import numpy; print(numpy.get_include())')"
+  grep -rl --include='*_rosidl_generator_pyExport*.cmake' -e '/opt/python/' "$PREFIX/share" 2>/dev/null | while read -r f; do
+    sed -i -E "s#/opt/python/cp311-cp311/include/python3\.11#${PY_INC}#g; s#[^;\"]*/numpy/(_core|core)/include#${NP_INC}#g" "$f"
+  done
+  BUILD="$VENV/build/neural_mapping_interfaces"
+  rm -rf "$BUILD"; mkdir -p "$BUILD"
+  (
+    export AMENT_PREFIX_PATH="$PREFIX"
+    export PATH="$PREFIX/bin:$PATH"
+    cmake -S neural_mapping_interfaces -B "$BUILD" -DCMAKE_PREFIX_PATH="$PREFIX" \
+      -DCMAKE_INSTALL_PREFIX="$PREFIX" -DPython3_EXECUTABLE="$PREFIX/bin/python" \
+      -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release >"$BUILD.log" 2>&1 &&
+    cmake --build "$BUILD" -j"$(nproc)" >>"$BUILD.log" 2>&1 &&
+    cmake --install "$BUILD" >>"$BUILD.log" 2>&1
+  ) || { echo "[setup] interface build failed; see $BUILD.log"; tail -30 "$BUILD.log"; exit 1; }
+  "$PY" -c "from neural_mapping_interfaces.srv import QueryField" \
+    || { echo "[setup] built interfaces do not import"; exit 1; }
+  touch "$VENV/.ifc-stamp"
+fi
+
+# --- this package ------------------------------------------------------------
+if [ ! -f "$VENV/.pkg-stamp" ] || [ setup.py -nt "$VENV/.pkg-stamp" ] || [ setup.cfg -nt "$VENV/.pkg-stamp" ] || [ package.xml -nt "$VENV/.pkg-stamp" ]; then
+  echo "[setup] pip install -e . (neural_mapping)"
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  touch "$VENV/.pkg-stamp"
+fi
+# Where `ros2 run` / launch look for executables, and the ament index entry.
+mkdir -p "$PREFIX/lib/neural_mapping" "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/neural_mapping"
+for exe in mapper_node neural-mapping; do
+  ln -sf "$PREFIX/bin/$exe" "$PREFIX/lib/neural_mapping/$exe"
+done
+touch "$PREFIX/share/ament_index/resource_index/packages/neural_mapping"
+ln -sfn "$(pwd)/launch" "$PREFIX/share/neural_mapping/launch"
+ln -sfn "$(pwd)/config" "$PREFIX/share/neural_mapping/config"
+ln -sf "$(pwd)/package.xml" "$PREFIX/share/neural_mapping/package.xml"
+echo "[setup] ready: $VENV (activate with: source $VENV/bin/activate)"
