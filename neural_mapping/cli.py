@@ -13,21 +13,33 @@ import sys
 
 from neural_mapping.errors import InputError
 
-#: name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("neural_mapping.io.synth_cmd", "render a synthetic RGB-D sequence with a ground-truth mesh"),
-    "convert": ("neural_mapping.io.convert_cmd", "convert a dataset folder to a rosbag2 bag"),
-    "info": ("neural_mapping.io.info_cmd", "describe an input (dataset folder or bag)"),
+#: name -> one-line help; the implementation is neural_mapping.commands.<name>
+COMMANDS: dict[str, str] = {
+    "synth": "render a synthetic RGB-D room sequence with its ground-truth mesh",
+    "convert": "convert a dataset folder (or bag) to a rosbag2 bag",
+    "info": "describe an input (dataset folder or bag): format, frames, intrinsics",
+    "map": "train a neural map from a dataset folder or bag, offline",
+    "render": "render color and depth from a saved map at a pose",
+    "mesh": "extract a mesh from a saved map",
+    "query": "query sdf, gradient and occupancy of a saved map at points",
+    "occupancy": "write a 2D occupancy map (PGM + YAML for Nav2 map_server)",
+    "eval": "compare a mesh with a ground-truth mesh (accuracy, completion, F-score)",
+    "demo": "synthesise a scene, map it in real time and report the results",
+    "play": "publish a bag's messages through rclpy with /clock (no rosbag2 needed)",
 }
+
+
+def _module(name: str):
+    return importlib.import_module(f"neural_mapping.commands.{name}")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neural-mapping", description="Online neural implicit mapping from RGB-D.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (mod, help_) in COMMANDS.items():
+    for name, help_ in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        if only is None or only == name:
-            importlib.import_module(mod).add_arguments(p)
+        if only == name:
+            _module(name).add_arguments(p)
     return parser
 
 
@@ -43,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from neural_mapping.frame import FrameError
 
     try:
-        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        return int(_module(args.command).run(args) or 0)
     except (InputError, ConfigError, FrameError) as e:
         print(f"neural-mapping {args.command}: error: {e}", file=sys.stderr)
         return 2
