@@ -58,3 +58,10 @@ def test_presets_differ_and_are_valid():
     assert dataclasses.asdict(cpu) != dataclasses.asdict(gpu)
     with pytest.raises(C.ConfigError):
         C.preset("tpu")
+
+
+def test_readme_reference_is_generated_from_the_dataclasses():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert C.reference_markdown() in readme, "run: python -m neural_mapping.config --update-readme"
