@@ -1,0 +1,99 @@
+"""Coverage: observed-free / observed-surface / unknown voxels from depth frames."""
+
+import numpy as np
+import pytest
+
+from neural_mapping.camera import intrinsics, make_T
+from neural_mapping.coverage import FREE, SURFACE, Coverage
+from neural_mapping.frame import Frame
+
+K = intrinsics(100.0, 100.0, 39.5, 29.5)  # 80x60 image, ~44 deg horizontal field of view
+
+
+def wall_frame(depth: float = 2.0, T_WC=None, H: int = 60, W: int = 80) -> Frame:
+    """A camera looking along +z at a fronto-parallel wall ``depth`` metres away."""
+    d = np.full((H, W), depth, np.float32)
+    return Frame(np.zeros((H, W, 3), np.uint8), d, K, np.eye(4) if T_WC is None else T_WC)
+
+
+def test_free_surface_and_unknown_along_the_optical_axis():
+    cov = Coverage(0.1)
+    cov.update(wall_frame(2.0), max_depth_m=6.0, stride=2)
+    # on the optical axis: free from the camera to just before the wall, surface at it, unknown behind
+    z = np.array([0.05, 0.55, 1.05, 1.85, 2.05, 2.35, 3.0])
+    pts = np.stack([np.full_like(z, 0.03), np.full_like(z, 0.03), z], 1)
+    st = cov.state_at(pts)
+    assert list(st[:4] & FREE) == [FREE] * 4
+    assert st[4] & SURFACE
+    assert list(st[5:]) == [0, 0]
+    # outside the field of view (x far to the side at z = 1) is unknown
+    assert not cov.observed(np.array([[1.5, 0.0, 1.0], [0.0, -1.5, 1.0], [0.0, 0.0, -0.5]])).any()
+
+
+def test_bounds_match_the_frustum():
+    cov = Coverage(0.1)
+    assert cov.bounds() is None
+    cov.update(wall_frame(2.0), max_depth_m=6.0, stride=1)
+    lo, hi = cov.bounds()
+    # pixel centres u in 0..79, v in 0..59: the wall points span x = (u - 39.5) / 100 * 2 in
+    # [-0.79, 0.79], y in [-0.59, 0.59], z = 2.0 (voxel 20); the camera is at the origin
+    np.testing.assert_allclose(lo, [-0.8, -0.6, 0.0], atol=1e-9)
+    np.testing.assert_allclose(hi, [0.8, 0.6, 2.1], atol=1e-9)
+
+
+def test_depth_beyond_max_marks_free_space_only_and_invalid_marks_nothing():
+    cov = Coverage(0.1)
+    cov.update(wall_frame(5.0), max_depth_m=3.0, stride=2)
+    st = cov.state_at(np.array([[0.03, 0.03, 2.5], [0.03, 0.03, 2.95], [0.03, 0.03, 3.5], [0.03, 0.03, 5.0]]))
+    assert st[0] == FREE and st[1] == FREE and st[2] == 0 and st[3] == 0
+    assert not (cov._state & SURFACE).any()
+    empty = Coverage(0.1)
+    empty.update(wall_frame(0.0), max_depth_m=3.0)
+    assert empty.bounds() is None and empty.n_observed == 0
+
+
+def test_grows_to_negative_coordinates_and_keeps_old_observations():
+    cov = Coverage(0.1)
+    cov.update(wall_frame(2.0), max_depth_m=6.0)
+    first = cov.observed(np.array([[0.03, 0.03, 1.0]]))
+    # a second camera 5 m away looking along -x (camera z = world -x)
+    R = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    cov.update(wall_frame(2.05, make_T(R, [-5.0, 0.0, 0.0])), max_depth_m=6.0)
+    assert first.all() and cov.observed(np.array([[0.03, 0.03, 1.0]])).all()
+    assert cov.observed(np.array([[-6.0, 0.03, 0.03]])).all()  # 1 m in front of camera 2
+    assert cov.state_at(np.array([[-7.05, 0.03, 0.03]]))[0] & SURFACE  # its wall at x = -7.05
+    lo, hi = cov.bounds()
+    assert lo[0] <= -7.0 and hi[2] >= 2.0
+    assert cov.n_updates == 2
+
+
+def test_changed_since_reports_only_new_voxels():
+    cov = Coverage(0.1)
+    cov.update(wall_frame(2.0), max_depth_m=6.0)
+    n = cov.n_updates
+    R = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    cov.update(wall_frame(1.0, make_T(R, [-5.0, 0.0, 0.0])), max_depth_m=6.0)
+    ch = cov.changed_since(n)
+    assert ch.contains(np.array([[-5.5, 0.03, 0.03]]))[0]
+    assert not ch.contains(np.array([[0.03, 0.03, 1.0]]))[0]
+    assert cov.changed_since(cov.n_updates).any() is False
+
+
+def test_state_dict_round_trip_is_exact():
+    cov = Coverage(0.05)
+    cov.update(wall_frame(1.5), max_depth_m=6.0)
+    d = cov.state_dict()
+    other = Coverage()
+    other.load_state_dict(d)
+    pts = np.random.default_rng(0).uniform(-2, 3, size=(50_000, 3))
+    np.testing.assert_array_equal(cov.state_at(pts), other.state_at(pts))
+    assert other.voxel_m == 0.05
+    np.testing.assert_allclose(other.bounds()[0], cov.bounds()[0])
+    np.testing.assert_allclose(other.bounds()[1], cov.bounds()[1])
+
+
+def test_observed_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        Coverage().observed(np.zeros((4, 2)))
+    with pytest.raises(ValueError):
+        Coverage(0.0)
