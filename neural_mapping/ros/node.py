@@ -1,29 +1,666 @@
-"""ROS 2 node `neural_mapper` (executable `mapper_node`)."""
+"""ROS 2 node `neural_mapper` (executable `mapper_node`): converts and schedules, no math.
+
+Data flow:
+  subscriptions (sensor-data QoS) --convert (ros/convert.py)--> ApproxSync (ros/sync.py)
+  --> Frame --> DropOldestQueue (bounded) --> training thread: Mapper.add_frame / Mapper.step
+  publish timers (each at its own rate) --> products (reliable + transient local, map_frame)
+  services (own callback group, MultiThreadedExecutor) answer while training runs.
+
+Malformed messages are dropped with a throttled warning and counted in ~/status; the
+node keeps mapping. All parameters come from ros/params.py (NodeConfig + MapperConfig).
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import sys
+import threading
+import time
+import traceback
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from neural_mapping.config import ConfigError
+from neural_mapping.ros.params import RATE_PARAMS, NodeConfig, declare_all
+from neural_mapping.ros.queue import DropOldestQueue
+
+#: save/load names: one plain file name inside map_dir
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+class StartupError(RuntimeError):
+    """The node cannot start with these parameters (message says why and what to do)."""
+
+
+def check_map_name(name: str) -> str | None:
+    """None if ``name`` is an acceptable map file name, else the reason it is refused."""
+    if not name:
+        return "empty name"
+    if "/" in name or "\\" in name or os.sep in name:
+        return f"name {name!r} contains a path separator; give a plain file name inside map_dir"
+    if ".." in name:
+        return f"name {name!r} contains '..'"
+    if not _NAME_RE.match(name):
+        return f"name {name!r} has characters other than letters, digits, '_', '-', '.' or starts with '.'"
+    return None
+
+
+def resolve_in_dir(map_dir: str, name: str) -> Path:
+    """Absolute path of ``name`` inside ``map_dir``; ValueError if it would leave the directory."""
+    why = check_map_name(name)
+    if why:
+        raise ValueError(why)
+    root = Path(os.path.expanduser(map_dir)).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ValueError(f"name {name!r} resolves outside map_dir {root}")
+    return path
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _gpu_mb() -> float:
+    try:
+        import torch
+
+        return torch.cuda.memory_allocated() / 1e6 if torch.cuda.is_available() else 0.0
+    except Exception:  # noqa: BLE001 - statistics only
+        return 0.0
+
+
+def _make_node_class():
+    """The Node subclass (defined lazily so importing this module does not need rclpy)."""
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import OccupancyGrid, Odometry
+    from nav_msgs.srv import GetMap
+    from rcl_interfaces.msg import SetParametersResult
+    from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.node import Node
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+    from std_srvs.srv import SetBool, Trigger
+    from visualization_msgs.msg import Marker
+
+    from neural_mapping_interfaces.srv import LoadMap, QueryField, RenderView, SaveMap
+    from neural_mapping.ros import convert_out as co
+
+    latched = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+    class MapperNode(Node):
+        def __init__(self, **kwargs) -> None:
+            super().__init__("neural_mapper", **kwargs)
+            self.ncfg, self.mcfg = declare_all(self)
+            n = self.ncfg
+            if n.pose_source == "tf":
+                try:
+                    import tf2_ros  # noqa: F401
+                except ImportError:
+                    raise StartupError(
+                        "pose_source 'tf' needs tf2_ros, which is not importable here (it comes with a ROS 2 "
+                        "install, not with the PyPI wheels); use pose_source:=pose (PoseStamped) or "
+                        "pose_source:=odom (Odometry) instead") from None
+            from neural_mapping.mapper import Mapper
+            from neural_mapping.ros.sync import ApproxSync
+
+            self._Mapper = Mapper
+            self.mapper = Mapper(self.mcfg)
+            self.get_logger().info(
+                f"resolved config: preset={n.preset} device={self.mapper.device} "
+                f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
+                f"mapper={_flat(self.mcfg)}")
+            self.T_body_camera = np.asarray(n.T_body_camera, dtype=np.float64).reshape(4, 4)
+            self.queue: DropOldestQueue = DropOldestQueue(n.queue_size)
+            self.sync = ApproxSync(slop_s=n.sync_slop_s)
+            self._sync_lock = threading.Lock()
+            self._mapper_swap = threading.RLock()  # held while self.mapper is replaced (load_map)
+            self.counts: dict[str, int] = defaultdict(int)
+            self._last_warn: dict[str, float] = {}
+            self.last_error = ""
+            self.paused = n.paused
+            self.slice = (self.mcfg.occupancy.z_min, self.mcfg.occupancy.z_max, self.mcfg.occupancy.esdf_height)
+            self.latest_K: np.ndarray | None = None
+            self.latest_T_WC: np.ndarray | None = None
+            self.latest_size: tuple[int, int] | None = None
+            self.render_T_WC: np.ndarray | None = None
+            self._mesh_at_steps = -1
+            self._voxels_at_steps = -1
+            self._step_times: list[tuple[float, int]] = []
+            self.map_frame = n.map_frame
+
+            # --- callback groups: inputs, products, services, status are independent
+            self.cb_inputs = MutuallyExclusiveCallbackGroup()
+            self.cb_products = MutuallyExclusiveCallbackGroup()
+            self.cb_render = MutuallyExclusiveCallbackGroup()
+            self.cb_services = MutuallyExclusiveCallbackGroup()
+            self.cb_status = MutuallyExclusiveCallbackGroup()
+
+            # --- inputs (sensor-data QoS), names remappable
+            sd = qos_profile_sensor_data
+            self.create_subscription(Image, "color/image", self._on_color, sd, callback_group=self.cb_inputs)
+            self.create_subscription(Image, "depth/image", self._on_depth, sd, callback_group=self.cb_inputs)
+            self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, sd, callback_group=self.cb_inputs)
+            if n.pose_source == "pose":
+                self.create_subscription(PoseStamped, "pose", self._on_pose, sd, callback_group=self.cb_inputs)
+            elif n.pose_source == "odom":
+                self.create_subscription(Odometry, "odom", self._on_pose, sd, callback_group=self.cb_inputs)
+            else:  # tf (tf2_ros importable: a real ROS install)
+                import tf2_ros
+
+                self.tf_buffer = tf2_ros.Buffer()
+                self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
+            self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10,
+                                     callback_group=self.cb_inputs)
+
+            # --- products (reliable + transient local)
+            self.pub_mesh = self.create_publisher(Marker, "~/mesh", latched)
+            self.pub_occ = self.create_publisher(OccupancyGrid, "~/occupancy", latched)
+            self.pub_voxels = self.create_publisher(PointCloud2, "~/occupied_voxels", latched)
+            self.pub_esdf = self.create_publisher(PointCloud2, "~/esdf_slice", latched)
+            self.pub_color = self.create_publisher(Image, "~/rendered/color", latched)
+            self.pub_depth = self.create_publisher(Image, "~/rendered/depth", latched)
+            self.pub_info = self.create_publisher(CameraInfo, "~/rendered/camera_info", latched)
+            self.pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
+
+            # --- services
+            self.create_service(QueryField, "~/query_field", self._srv_query, callback_group=self.cb_services)
+            self.create_service(RenderView, "~/render_view", self._srv_render, callback_group=self.cb_services)
+            self.create_service(SaveMap, "~/save_map", self._srv_save, callback_group=self.cb_services)
+            self.create_service(LoadMap, "~/load_map", self._srv_load, callback_group=self.cb_services)
+            self.create_service(Trigger, "~/reset", self._srv_reset, callback_group=self.cb_services)
+            self.create_service(SetBool, "~/pause", self._srv_pause, callback_group=self.cb_services)
+            self.create_service(GetMap, "~/get_map", self._srv_get_map, callback_group=self.cb_services)
+
+            # --- timers, one per product at its own rate
+            self._timer_fns = {
+                "mesh_rate_hz": (self._publish_mesh, self.cb_products),
+                "occupancy_rate_hz": (self._publish_occupancy, self.cb_products),
+                "voxels_rate_hz": (self._publish_voxels, self.cb_products),
+                "esdf_rate_hz": (self._publish_esdf, self.cb_products),
+                "render_rate_hz": (self._publish_render, self.cb_render),
+                "status_rate_hz": (self._publish_status, self.cb_status),
+            }
+            self._timers: dict[str, object] = {}
+            for name in RATE_PARAMS:
+                self._set_timer(name, getattr(n, name))
+            self.add_on_set_parameters_callback(self._on_set_parameters)
+
+            # --- training thread
+            self._stop = threading.Event()
+            self._trainer = threading.Thread(target=self._train_loop, name="neural_mapper_train", daemon=True)
+            self._trainer.start()
+
+        # ------------------------------------------------------------------ helpers
+        def _warn(self, kind: str, msg: str) -> None:
+            now = time.monotonic()
+            if now - self._last_warn.get(kind, -1e9) >= self.ncfg.warn_throttle_s:
+                self._last_warn[kind] = now
+                self.get_logger().warning(f"{msg} (counted as {kind}; further ones throttled)")
+
+        def _drop(self, kind: str, msg: str) -> None:
+            self.counts[kind] += 1
+            self._warn(kind, msg)
+
+        def _now_ns(self) -> int:
+            return self.get_clock().now().nanoseconds
+
+        def _set_timer(self, name: str, rate_hz: float) -> None:
+            old = self._timers.pop(name, None)
+            if old is not None:
+                old.cancel()
+                self.destroy_timer(old)
+            if rate_hz > 0:
+                fn, group = self._timer_fns[name]
+                self._timers[name] = self.create_timer(1.0 / rate_hz, self._guard(name, fn), callback_group=group)
+
+        def _guard(self, name, fn):
+            def run():
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - a failing product must not stop the node
+                    self.last_error = f"{name}: {type(e).__name__}: {e}"
+                    self._warn(f"error_{name}", f"publishing for {name} failed: {e}\n{traceback.format_exc()}")
+            return run
+
+        def _has_map(self) -> bool:
+            m = self.mapper
+            return m.stats.frames_added > 0 and m.bounds() is not None
+
+        # ------------------------------------------------------------------ inputs
+        def _on_color(self, msg) -> None:
+            self._feed("color", msg)
+
+        def _on_depth(self, msg) -> None:
+            self._feed("depth", msg)
+
+        def _on_info(self, msg) -> None:
+            self._feed("info", msg)
+
+        def _on_pose(self, msg) -> None:
+            self._feed("pose", msg)
+
+        def _feed(self, stream: str, msg) -> None:
+            """Convert one message, push it into the synchroniser and queue every frame it completes."""
+            from neural_mapping.ros import convert
+
+            try:
+                stamp_ns = convert.stamp_to_ns(msg.header.stamp)
+                if stream == "color":
+                    data = convert.image_to_rgb(msg)
+                elif stream == "depth":
+                    data = convert.image_to_depth_m(msg)
+                elif stream == "info":
+                    data = convert.camera_info_to_K(msg)
+                else:
+                    data = convert.pose_msg_to_T(msg) @ self.T_body_camera
+            except (ValueError, TypeError, AttributeError) as e:
+                self._drop("dropped_malformed", f"dropped a malformed {stream} message: {e}")
+                return
+            with self._sync_lock:
+                frames = _sync_add(self.sync, stream, stamp_ns, data, msg)
+            for item in frames:
+                self._enqueue(item)
+
+        def _enqueue(self, frame) -> None:
+            self.counts["frames_received"] += 1
+            if self.queue.put(frame) is not None:
+                self._drop("dropped_queue_full", "frame queue full: dropped the oldest frame (training is slower than input)")
+
+        def _on_render_pose(self, msg) -> None:
+            try:
+                T = co.pose_to_T(msg.pose)
+            except ValueError as e:
+                self._drop("dropped_malformed", f"dropped a malformed render_pose: {e}")
+                return
+            if msg.header.frame_id and msg.header.frame_id != self.map_frame:
+                self._drop("dropped_malformed", f"render_pose must be in {self.map_frame!r}, got {msg.header.frame_id!r}")
+                return
+            self.render_T_WC = T
+
+        # ------------------------------------------------------------------ training
+        def _train_loop(self) -> None:
+            while not self._stop.is_set():
+                try:
+                    self._train_once()
+                except Exception as e:  # noqa: BLE001 - report, keep the node alive
+                    self.last_error = f"training: {type(e).__name__}: {e}"
+                    self._warn("error_training", f"training failed: {e}\n{traceback.format_exc()}")
+                    time.sleep(0.5)
+
+        def _train_once(self) -> None:
+            from neural_mapping.frame import FrameError
+
+            frame = self.queue.get(timeout=0.0 if self._can_step() else 0.1)
+            while frame is not None:
+                if self.paused:
+                    self.counts["dropped_paused"] += 1
+                else:
+                    with self._mapper_swap:
+                        try:
+                            self.mapper.add_frame(frame)
+                        except (FrameError, ValueError) as e:
+                            self._drop("dropped_malformed", f"mapper refused a frame: {e}")
+                    self.latest_K, self.latest_T_WC = frame.K, frame.T_WC
+                    self.latest_size = (frame.height, frame.width)
+                frame = self.queue.get_nowait()
+            if self.paused or not self._can_step():
+                if self.paused:
+                    time.sleep(0.05)
+                return
+            with self._mapper_swap:
+                self.mapper.step(1)
+                steps = self.mapper.stats.steps
+            now = time.monotonic()
+            self._step_times.append((now, steps))
+            while self._step_times and now - self._step_times[0][0] > 5.0:
+                self._step_times.pop(0)
+
+        def _can_step(self) -> bool:
+            return not self.paused and self.mapper.stats.frames_added > 0
+
+        # ------------------------------------------------------------------ products
+        def _publish_mesh(self) -> None:
+            from neural_mapping.products import extract_mesh
+
+            if not self._has_map() or self.mapper.stats.steps == self._mesh_at_steps:
+                return
+            steps = self.mapper.stats.steps
+            mesh = extract_mesh(self.mapper)
+            self.pub_mesh.publish(co.mesh_to_marker(mesh, self.map_frame, self._now_ns()))
+            self._mesh_at_steps = steps
+
+        def _occupancy_msg(self):
+            from neural_mapping.products import occupancy_slice_2d
+
+            z_min, z_max, _ = self.slice
+            sl = occupancy_slice_2d(self.mapper, z_min, z_max, self.mapper.cfg.occupancy.resolution_m)
+            return co.occupancy_to_msg(sl, self.map_frame, self._now_ns(), z_m=z_min)
+
+        def _publish_occupancy(self) -> None:
+            if self._has_map():
+                self.pub_occ.publish(self._occupancy_msg())
+
+        def _publish_voxels(self) -> None:
+            from neural_mapping.products import occupancy_grid_3d
+
+            if not self._has_map() or self.mapper.stats.steps == self._voxels_at_steps:
+                return
+            steps = self.mapper.stats.steps
+            grid = occupancy_grid_3d(self.mapper)
+            self.pub_voxels.publish(co.points_to_cloud(_occupied_centres(grid), self.map_frame, self._now_ns()))
+            self._voxels_at_steps = steps
+
+        def _publish_esdf(self) -> None:
+            from neural_mapping.products import esdf_slice
+
+            if not self._has_map():
+                return
+            _, _, z = self.slice
+            es = esdf_slice(self.mapper, z, self.mapper.cfg.occupancy.resolution_m)
+            pts, dist = _esdf_points(es, z)
+            self.pub_esdf.publish(co.points_to_cloud(pts, self.map_frame, self._now_ns(), dist, "distance"))
+
+        def _render_camera(self):
+            n = self.ncfg
+            H, W = n.render_height, n.render_width
+            T = self.render_T_WC if self.render_T_WC is not None else self.latest_T_WC
+            if T is None:
+                return None
+            if self.latest_K is not None and self.latest_size is not None:
+                h0, w0 = self.latest_size
+                K = self.latest_K.copy()
+                K[0] *= W / w0
+                K[1] *= H / h0
+            else:
+                f = 0.5 * W / np.tan(np.radians(30.0))
+                K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1.0]])
+            return T, K, H, W
+
+        def _publish_render(self) -> None:
+            cam = self._render_camera() if self._has_map() else None
+            if cam is None:
+                return
+            T, K, H, W = cam
+            r = self.mapper.render(T, K, H, W)
+            stamp = self._now_ns()
+            frame_id = "neural_mapper_render"
+            self.pub_color.publish(co.rgb_to_image(r.color, frame_id, stamp))
+            self.pub_depth.publish(co.depth_to_image(r.depth, frame_id, stamp))
+            self.pub_info.publish(co.camera_info_msg(K, H, W, frame_id, stamp))
+
+        def status(self) -> "co.NodeStatus":
+            m = self.mapper
+            st = m.stats
+            rate = 0.0
+            if len(self._step_times) >= 2:
+                (t0, s0), (t1, s1) = self._step_times[0], self._step_times[-1]
+                rate = (s1 - s0) / max(t1 - t0, 1e-6)
+            if self.last_error and self.last_error.startswith("training"):
+                state = "error: " + self.last_error
+            elif self.paused:
+                state = "paused"
+            elif st.frames_added == 0:
+                state = "waiting for frames"
+            else:
+                state = "mapping"
+            c = self.counts
+            return co.NodeStatus(
+                device=str(m.device), state=state, frames_received=c["frames_received"],
+                frames_added=int(st.frames_added), frames_rejected=int(st.frames_rejected),
+                dropped_queue_full=self.queue.dropped, dropped_malformed=c["dropped_malformed"],
+                dropped_no_pose=_sync_count(self.sync, "no_pose"), dropped_unsynced=_sync_count(self.sync, "unsynced"),
+                queue_length=len(self.queue), keyframes=int(st.keyframes), steps=int(st.steps), steps_per_s=rate,
+                loss=float(st.last_loss if st.last_loss is not None else float("nan")),
+                memory_mb=_rss_mb(), gpu_memory_mb=_gpu_mb(), last_error=self.last_error)
+
+        def _publish_status(self) -> None:
+            self.pub_status.publish(co.status_to_diagnostics(self.status(), "neural_mapper", self.get_fully_qualified_name(),
+                                                             self._now_ns()))
+
+        # ------------------------------------------------------------------ services
+        def _srv_query(self, req, resp):
+            n = len(req.points)
+            resp.success = False
+            if n > self.ncfg.max_query_points:
+                resp.message = f"{n} points is more than max_query_points ({self.ncfg.max_query_points})"
+                return resp
+            if not self._has_map():
+                resp.message = "the map is empty: no frames have been integrated yet"
+                return resp
+            pts = _points_array(req.points)
+            if not np.all(np.isfinite(pts)):
+                resp.message = "points contain NaN or inf"
+                return resp
+            q = self.mapper.query(pts, want_gradient=bool(req.want_gradient))
+            resp.sdf = co.float32_array(q.sdf)
+            resp.occupancy = co.float32_array(q.occupancy)
+            if req.want_gradient and q.gradient is not None:
+                resp.gradients = co.vectors_msgs(q.gradient)
+            resp.success = True
+            resp.message = f"{n} points"
+            return resp
+
+        def _srv_render(self, req, resp):
+            resp.success = False
+            ci = req.camera_info
+            H, W = int(ci.height), int(ci.width)
+            K = np.asarray(ci.k, dtype=np.float64).reshape(3, 3)
+            if not (0 < H <= 4096 and 0 < W <= 4096):
+                resp.message = f"camera_info size {W}x{H} must be within 1..4096"
+                return resp
+            if not (np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0):
+                resp.message = "camera_info.k must hold finite, positive focal lengths"
+                return resp
+            try:
+                T = co.pose_to_T(req.pose)
+            except ValueError as e:
+                resp.message = f"pose: {e}"
+                return resp
+            if not self._has_map():
+                resp.message = "the map is empty: no frames have been integrated yet"
+                return resp
+            r = self.mapper.render(T, K, H, W)
+            stamp = self._now_ns()
+            frame_id = ci.header.frame_id or "neural_mapper_render"
+            resp.color = co.rgb_to_image(r.color, frame_id, stamp)
+            resp.depth = co.depth_to_image(r.depth, frame_id, stamp)
+            resp.success = True
+            resp.message = f"rendered {W}x{H}"
+            return resp
+
+        def _srv_save(self, req, resp):
+            from neural_mapping.mapfile import save_map
+
+            resp.success = False
+            try:
+                path = resolve_in_dir(self.ncfg.map_dir, req.name)
+            except ValueError as e:
+                resp.message = f"refused: {e}"
+                return resp
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with self._mapper_swap:
+                    save_map(self.mapper, path)
+            except Exception as e:  # noqa: BLE001 - reported to the caller
+                resp.message = f"saving {path} failed: {type(e).__name__}: {e}"
+                return resp
+            resp.path = str(path)
+            resp.success = True
+            resp.message = f"saved {path}"
+            self.get_logger().info(resp.message)
+            return resp
+
+        def _srv_load(self, req, resp):
+            from neural_mapping.mapfile import load_map
+
+            resp.success = False
+            try:
+                path = resolve_in_dir(self.ncfg.map_dir, req.name)
+            except ValueError as e:
+                resp.message = f"refused: {e}"
+                return resp
+            if not path.is_file():
+                resp.message = f"{path}: no such map file"
+                return resp
+            try:
+                mapper = load_map(path, device=self.mcfg.device)
+            except Exception as e:  # noqa: BLE001 - reported to the caller; the current map is kept
+                resp.message = f"loading {path} failed: {type(e).__name__}: {e}"
+                return resp
+            with self._mapper_swap:
+                self.mapper = mapper
+                self._mesh_at_steps = self._voxels_at_steps = -1
+            resp.success = True
+            resp.message = f"loaded {path}"
+            self.get_logger().info(resp.message)
+            return resp
+
+        def _srv_reset(self, req, resp):
+            with self._mapper_swap:
+                self.queue.clear()
+                self.mapper.reset()
+                self._mesh_at_steps = self._voxels_at_steps = -1
+                self._step_times.clear()
+                self.last_error = ""
+            self.pub_mesh.publish(co.mesh_to_marker(_EmptyMesh(), self.map_frame, self._now_ns()))
+            resp.success = True
+            resp.message = "map reset"
+            return resp
+
+        def _srv_pause(self, req, resp):
+            from rclpy.parameter import Parameter
+
+            res = self.set_parameters([Parameter("paused", Parameter.Type.BOOL, bool(req.data))])[0]
+            resp.success = bool(res.successful)
+            resp.message = ("paused" if req.data else "resumed") if res.successful else res.reason
+            return resp
+
+        def _srv_get_map(self, req, resp):
+            if self._has_map():
+                resp.map = self._occupancy_msg()
+            return resp
+
+        # ------------------------------------------------------------------ parameters
+        def _on_set_parameters(self, params):
+            z_min, z_max, esdf_z = self.slice
+            rates = {}
+            paused = self.paused
+            for p in params:
+                v = p.value
+                if p.name in RATE_PARAMS:
+                    rates[p.name] = float(v)
+                elif p.name == "paused":
+                    paused = bool(v)
+                elif p.name == "occupancy.z_min":
+                    z_min = float(v)
+                elif p.name == "occupancy.z_max":
+                    z_max = float(v)
+                elif p.name == "occupancy.esdf_height":
+                    esdf_z = float(v)
+            if z_max <= z_min:
+                return SetParametersResult(successful=False,
+                                           reason=f"occupancy.z_max ({z_max}) must exceed occupancy.z_min ({z_min})")
+            for name, r in rates.items():
+                if not (0.0 <= r <= 50.0 and np.isfinite(r)):
+                    return SetParametersResult(successful=False, reason=f"{name}: {r} is outside [0, 50] Hz")
+            self.slice = (z_min, z_max, esdf_z)
+            self.paused = paused
+            for name, r in rates.items():
+                setattr(self.ncfg, name, r)
+                self._set_timer(name, r)
+            return SetParametersResult(successful=True)
+
+        def shutdown(self) -> None:
+            self._stop.set()
+            self.queue.close()
+            self._trainer.join(timeout=5.0)
+
+    return MapperNode
+
+
+class _EmptyMesh:
+    vertices = np.zeros((0, 3))
+    triangles = np.zeros((0, 3), dtype=np.int64)
+
+
+def _flat(cfg) -> dict:
+    from neural_mapping.config import to_flat
+
+    return to_flat(cfg)
+
+
+def _points_array(points) -> np.ndarray:
+    """geometry_msgs/Point[] -> (N, 3) float64."""
+    return np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64).reshape(-1, 3)
+
+
+def _occupied_centres(grid) -> np.ndarray:
+    """Centres (N, 3) of the occupied voxels of an occupancy_grid_3d result."""
+    if hasattr(grid, "occupied_points"):
+        return np.asarray(grid.occupied_points(), dtype=np.float64).reshape(-1, 3)
+    occ = np.asarray(grid.data)
+    idx = np.argwhere(occ >= 100 if occ.dtype != bool else occ)
+    return np.asarray(grid.origin, dtype=np.float64) + (idx + 0.5) * float(grid.resolution)
+
+
+def _esdf_points(es, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) cell centres at height z and (N,) distances of the observed cells of an EsdfSlice."""
+    d = np.asarray(es.distance, dtype=np.float64)
+    H, W = d.shape
+    jj, ii = np.mgrid[0:H, 0:W]
+    x = es.origin_xy[0] + (ii + 0.5) * es.resolution
+    y = es.origin_xy[1] + (jj + 0.5) * es.resolution
+    keep = np.isfinite(d)
+    if getattr(es, "observed", None) is not None:
+        keep &= np.asarray(es.observed, dtype=bool)
+    pts = np.stack([x[keep], y[keep], np.full(int(keep.sum()), z)], axis=1)
+    return pts, d[keep]
+
+
+def _sync_add(sync, stream: str, stamp_ns: int, data, msg) -> list:
+    """Push one converted message into ApproxSync; the Frames it completes."""
+    raise NotImplementedError
+
+
+def _sync_count(sync, kind: str) -> int:
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
-    from rclpy.node import Node
-
-    from neural_mapping.config import iter_params
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     rclpy.init(args=argv if argv is not None else sys.argv)
-    node = Node("neural_mapper")
-    for name, _, default in iter_params():
-        node.declare_parameter(name, default)
-        node.get_logger().info(f"{name} = {node.get_parameter(name).value}")
+    node = None
+    code = 0
     try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
+        node = _make_node_class()()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        node.get_logger().info("neural_mapper ready")
+        executor.spin()
+    except (StartupError, ConfigError) as e:
+        print(f"mapper_node: error: {e}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.destroy_node()
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":
