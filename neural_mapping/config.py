@@ -78,8 +78,9 @@ class EncodingConfig(_Group):
     hash_log2_table: int = param(17, "hashgrid: log2 of the hash table size per level", lo=8, hi=24)
     hash_base_res: int = param(16, "hashgrid: coarsest grid resolution (cells across the bounds)", lo=2, hi=1024)
     hash_finest_m: float = param(0.02, "hashgrid: cell size of the finest level (m)", lo=1e-3, hi=1.0)
+    hash_extent_m: float = param(8.0, "hashgrid: nominal extent (m) spanned by hash_base_res coarsest cells; also scales fourier inputs", lo=0.1, hi=1000.0)
     dir_encoding: str = param("sh", "View-direction encoding of colour heads", choices=("sh", "fourier", "none"))
-    sh_degree: int = param(4, "sh: spherical-harmonics degree (1..4 -> 1..25 coefficients)", lo=1, hi=4)
+    sh_degree: int = param(4, "sh: spherical-harmonics degree (bands 0..degree: 1..4 -> 4..25 coefficients)", lo=1, hi=4)
 
 
 @dataclass
@@ -94,6 +95,7 @@ class FieldConfig(_Group):
     color_hidden: int = param(64, "Hidden units of the colour head", lo=8, hi=1024)
     geo_features: int = param(15, "Features passed from the trunk to the colour head", lo=0, hi=256)
     siren_omega0: float = param(30.0, "SIREN: omega_0 of the first layer", lo=1.0, hi=100.0)
+    include_xyz: bool = param(True, "Feed the raw position (divided by encoding.hash_extent_m) to the trunk beside the encoding")
     margin_m: float = param(0.15, "Margin added around observed points when growing the bounds (m)", lo=0.0, hi=5.0)
 
 

@@ -1,0 +1,199 @@
+"""Keyframe selection, a bounded replay buffer on the device, and ray sampling.
+
+Each stored frame keeps only its valid-depth pixels (every ``downsample``-th pixel), as flat
+device tensors: camera ray directions ``dirs_C (P, 3)`` (z = 1), depth ``(P,)`` and colour
+``(P, 3)`` uint8. Rays are drawn from the latest frame (a fixed fraction) and from the
+keyframes in proportion to their recent loss (iSDF-style active sampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from neural_mapping.camera import pixel_dirs_C
+from neural_mapping.config import KeyframeConfig
+from neural_mapping.frame import Frame
+
+
+@dataclass
+class StoredFrame:
+    dirs_C: torch.Tensor  # (P, 3) float32 camera-frame directions with z = 1
+    depth: torch.Tensor  # (P,) float32 z-depth in m
+    rgb: torch.Tensor  # (P, 3) uint8
+    T_WC: torch.Tensor  # (4, 4) float32
+    T_WC_np: np.ndarray  # (4, 4) float64
+    stamp_ns: int
+    loss: float = 1.0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.dirs_C, self.depth, self.rgb, self.T_WC))
+
+    def state_dict(self) -> dict:
+        return {"dirs_C": self.dirs_C.cpu(), "depth": self.depth.cpu(), "rgb": self.rgb.cpu(),
+                "T_WC": self.T_WC_np.copy(), "stamp_ns": self.stamp_ns, "loss": self.loss}
+
+    @classmethod
+    def from_state_dict(cls, d: dict, device) -> "StoredFrame":
+        T = np.asarray(d["T_WC"], dtype=np.float64)
+        return cls(d["dirs_C"].to(device), d["depth"].to(device), d["rgb"].to(device),
+                   torch.as_tensor(T, dtype=torch.float32, device=device), T, int(d["stamp_ns"]), float(d["loss"]))
+
+
+@dataclass
+class RayBatch:
+    """Training rays in the world frame."""
+
+    origins_W: torch.Tensor  # (R, 3)
+    dirs_W: torch.Tensor  # (R, 3) z-scaled (t along the ray = camera z-depth)
+    depth: torch.Tensor  # (R,) measured z-depth, m
+    rgb: torch.Tensor  # (R, 3) float in [0, 1]
+    source: torch.Tensor  # (R,) long: keyframe index, or -1 for the latest frame
+
+    def __len__(self) -> int:
+        return int(self.depth.shape[0])
+
+
+def store_frame(frame: Frame, downsample: int, min_depth: float, max_depth: float, device) -> StoredFrame | None:
+    """Valid pixels of a frame as device tensors, or None when no pixel has usable depth."""
+    d = frame.depth_m[::downsample, ::downsample]
+    valid = (d > min_depth) & (d < max_depth)
+    v, u = np.nonzero(valid)
+    if len(v) == 0:
+        return None
+    Kt = torch.as_tensor(frame.K, dtype=torch.float32)
+    dirs = pixel_dirs_C(Kt, torch.as_tensor(u * downsample, dtype=torch.float32),
+                        torch.as_tensor(v * downsample, dtype=torch.float32))
+    rgb = frame.rgb[::downsample, ::downsample][v, u]
+    T = frame.T_WC
+    return StoredFrame(dirs.to(device), torch.as_tensor(d[v, u], device=device),
+                       torch.as_tensor(rgb, device=device), torch.as_tensor(T, dtype=torch.float32, device=device),
+                       T.copy(), frame.stamp_ns)
+
+
+def pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
+    """(translation in m, rotation angle in degrees) between two poses."""
+    dt = float(np.linalg.norm(T_a[:3, 3] - T_b[:3, 3]))
+    R = T_a[:3, :3].T @ T_b[:3, :3]
+    ang = math.degrees(math.acos(float(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0))))
+    return dt, ang
+
+
+class KeyframeBuffer:
+    """Bounded keyframe store + latest frame; samples training rays."""
+
+    def __init__(self, cfg: KeyframeConfig, device, min_depth: float, max_depth: float, seed: int = 0):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.min_depth, self.max_depth = min_depth, max_depth
+        self.keyframes: list[StoredFrame] = []
+        self.latest: StoredFrame | None = None
+        self.dropped = 0
+        self._cat = None  # cached concatenation of keyframe pixels
+
+    def __len__(self) -> int:
+        return len(self.keyframes)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.nbytes for k in self.keyframes)
+
+    def is_keyframe(self, T_WC: np.ndarray) -> bool:
+        """True when the pose is far enough (translation or rotation) from the last keyframe."""
+        if not self.keyframes:
+            return True
+        dt, ang = pose_distance(self.keyframes[-1].T_WC_np, T_WC)
+        return dt >= self.cfg.min_translation_m or ang >= self.cfg.min_rotation_deg
+
+    def add(self, frame: Frame) -> tuple[bool, bool]:
+        """Store a frame as the latest (and as a keyframe if selected) -> (usable, became_keyframe)."""
+        sf = store_frame(frame, self.cfg.downsample, self.min_depth, self.max_depth, self.device)
+        if sf is None:
+            return False, False
+        self.latest = sf
+        if not self.is_keyframe(frame.T_WC):
+            return True, False
+        sf.loss = max((k.loss for k in self.keyframes), default=1.0)  # new frames get sampled first
+        self.keyframes.append(sf)
+        self._cat = None
+        self._enforce_bounds()
+        return True, True
+
+    def _enforce_bounds(self) -> None:
+        max_bytes = self.cfg.max_mb * 1e6
+        while len(self.keyframes) > 1 and (len(self.keyframes) > self.cfg.max_keyframes or self.nbytes > max_bytes):
+            # drop the lowest-loss keyframe among all but the newest; ties -> the oldest
+            i = min(range(len(self.keyframes) - 1), key=lambda j: (self.keyframes[j].loss, j))
+            del self.keyframes[i]
+            self.dropped += 1
+            self._cat = None
+
+    def _concat(self):
+        if self._cat is None:
+            ks = self.keyframes
+            counts = torch.tensor([k.depth.shape[0] for k in ks], device=self.device)
+            offsets = torch.cumsum(counts, 0) - counts
+            self._cat = (torch.cat([k.dirs_C for k in ks]), torch.cat([k.depth for k in ks]),
+                         torch.cat([k.rgb for k in ks]), torch.stack([k.T_WC for k in ks]), counts, offsets)
+        return self._cat
+
+    def sample(self, n_rays: int, latest_fraction: float, generator: torch.Generator | None = None) -> RayBatch:
+        """n_rays rays: round(n * latest_fraction) from the latest frame, the rest from keyframes
+        chosen with probability proportional to their loss."""
+        if self.latest is None:
+            raise RuntimeError("no frame to sample from")
+        dev = self.device
+        n_latest = int(round(n_rays * latest_fraction)) if self.keyframes else n_rays
+        n_kf = n_rays - n_latest
+        parts = []
+        if n_latest:
+            L = self.latest
+            i = torch.randint(0, L.depth.shape[0], (n_latest,), device=dev)
+            o, dW = _to_world(L.T_WC, L.dirs_C[i])
+            parts.append((o, dW, L.depth[i], L.rgb[i], torch.full((n_latest,), -1, device=dev, dtype=torch.long)))
+        if n_kf:
+            dirs, depth, rgb, Ts, counts, offsets = self._concat()
+            p = torch.tensor([k.loss for k in self.keyframes], device=dev, dtype=torch.float32).clamp_min(1e-8)
+            kf = torch.multinomial(p / p.sum(), n_kf, replacement=True)  # (n_kf,)
+            pix = offsets[kf] + (torch.rand(n_kf, device=dev) * counts[kf]).long().clamp_max(counts[kf] - 1)
+            T = Ts[kf]  # (n_kf, 4, 4)
+            dW = torch.einsum("nij,nj->ni", T[:, :3, :3], dirs[pix])
+            parts.append((T[:, :3, 3], dW, depth[pix], rgb[pix], kf))
+        o, d, z, c, s = (torch.cat(x) for x in zip(*parts))
+        return RayBatch(o, d, z, c.float() / 255.0, s)
+
+    def update_losses(self, source: torch.Tensor, ray_loss: torch.Tensor, momentum: float = 0.5) -> None:
+        """Blend each sampled keyframe's loss with the mean loss of its rays this step."""
+        m = source >= 0
+        if not bool(m.any()) or not self.keyframes:
+            return
+        K = len(self.keyframes)
+        s = source[m]
+        tot = torch.zeros(K, device=self.device).index_add_(0, s, ray_loss[m].detach().float())
+        cnt = torch.zeros(K, device=self.device).index_add_(0, s, torch.ones_like(s, dtype=torch.float32))
+        mean = (tot / cnt.clamp_min(1)).cpu().numpy()
+        seen = (cnt > 0).cpu().numpy()
+        for k, (sm, ok) in enumerate(zip(mean, seen)):
+            if ok:
+                kf = self.keyframes[k]
+                kf.loss = momentum * kf.loss + (1 - momentum) * float(sm)
+
+    def state_dict(self) -> dict:
+        return {"keyframes": [k.state_dict() for k in self.keyframes],
+                "latest": None if self.latest is None else self.latest.state_dict(), "dropped": self.dropped}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.keyframes = [StoredFrame.from_state_dict(k, self.device) for k in d.get("keyframes", [])]
+        lt = d.get("latest")
+        self.latest = None if lt is None else StoredFrame.from_state_dict(lt, self.device)
+        self.dropped = int(d.get("dropped", 0))
+        self._cat = None
+
+
+def _to_world(T_WC: torch.Tensor, dirs_C: torch.Tensor):
+    dW = dirs_C @ T_WC[:3, :3].T
+    return T_WC[:3, 3].expand_as(dW), dW
