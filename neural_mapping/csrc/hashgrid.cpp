@@ -1,0 +1,333 @@
+// Fused CPU kernels of the multiresolution hash-grid encoding (float32, OpenMP via at::parallel_for).
+//
+// They reproduce neural_mapping.encodings.HashGridEncoding exactly:
+//   level l has cell size 1 / inv_cell[l] (metres); xs = x * inv_cell[l] (float32), x0 = floor(xs),
+//   f = xs - x0 in [0, 1); corner c has offset bits (c>>2&1, c>>1&1, c&1) along (x, y, z);
+//   trilinear weight w_c = wa_x * wa_y * wa_z with wa = f (bit 1) or 1 - f (bit 0);
+//   row within a level: dense periodic (levels l < n_dense):  (cx mod R) + R ((cy mod R) + R (cz mod R))
+//                       spatial hash (finer levels):          (cx * 1 ^ cy * 2654435761 ^ cz * 805459861) & (T - 1)
+//   (the int64 products of the reference and the uint32 products here agree on the low 32 bits,
+//    and T <= 2^24, so the masked rows are identical); absolute row = l * T + row.
+//
+// Shapes: x (N, 3) metres; table (L * T, F); features (N, L * F) laid out [level][feature];
+// jacobian (N, L * F, 3) = d feature / d x (per metre).
+//
+// Kernels:
+//   forward        (x, table)            -> features
+//   forward_jac    (x, table)            -> features, jacobian
+//   input_grad     (x, table, g)         -> grad_x (N, 3)   = sum_k g_k d feature_k / dx
+//   jvp            (x, table, v)         -> (N, L * F)      = sum_a v_a d feature / dx_a
+//   scatter        (x, g[, v], rows)     -> (rows, F): sum_n g_nk * w_c (or v . grad_x w_c) into row idx_c
+// The scatter parallelises over levels: every level owns its own block of T rows, so threads never
+// write the same row and the result is deterministic (the same order of additions every run).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr uint32_t kP1 = 2654435761u;
+constexpr uint32_t kP2 = 805459861u;
+
+struct Grid {
+  const float* inv_cell;  // (L,)
+  int64_t L;
+  int64_t T;
+  int64_t n_dense;
+  int64_t R;
+};
+
+inline int64_t pmod(int64_t a, int64_t m) {
+  int64_t r = a % m;
+  return r < 0 ? r + m : r;
+}
+
+// Rows (absolute), weights and (optionally) weight gradients d w_c / d x (per metre) of the 8 corners.
+template <bool WANT_DW>
+inline void corners(const Grid& g, int64_t l, const float* p, int64_t* idx, float* w, float (*dw)[3]) {
+  const float inv = g.inv_cell[l];
+  float f[3];
+  int64_t i0[3];
+  for (int a = 0; a < 3; ++a) {
+    const float xs = p[a] * inv;
+    const float x0 = std::floor(xs);
+    f[a] = xs - x0;
+    i0[a] = static_cast<int64_t>(x0);
+  }
+  const int64_t base = l * g.T;
+  if (l < g.n_dense) {
+    const int64_t R = g.R;
+    const int64_t cx[2] = {pmod(i0[0], R), pmod(i0[0] + 1, R)};
+    const int64_t cy[2] = {pmod(i0[1], R), pmod(i0[1] + 1, R)};
+    const int64_t cz[2] = {pmod(i0[2], R), pmod(i0[2] + 1, R)};
+    for (int c = 0; c < 8; ++c)
+      idx[c] = base + cx[c >> 2 & 1] + R * (cy[c >> 1 & 1] + R * cz[c & 1]);
+  } else {
+    const uint32_t mask = static_cast<uint32_t>(g.T - 1);
+    const uint32_t hx[2] = {static_cast<uint32_t>(i0[0]), static_cast<uint32_t>(i0[0] + 1)};
+    const uint32_t hy[2] = {static_cast<uint32_t>(i0[1]) * kP1, static_cast<uint32_t>(i0[1] + 1) * kP1};
+    const uint32_t hz[2] = {static_cast<uint32_t>(i0[2]) * kP2, static_cast<uint32_t>(i0[2] + 1) * kP2};
+    for (int c = 0; c < 8; ++c)
+      idx[c] = base + static_cast<int64_t>((hx[c >> 2 & 1] ^ hy[c >> 1 & 1] ^ hz[c & 1]) & mask);
+  }
+  const float wx[2] = {1.0f - f[0], f[0]};
+  const float wy[2] = {1.0f - f[1], f[1]};
+  const float wz[2] = {1.0f - f[2], f[2]};
+  for (int c = 0; c < 8; ++c) {
+    const int bx = c >> 2 & 1, by = c >> 1 & 1, bz = c & 1;
+    w[c] = wx[bx] * wy[by] * wz[bz];
+    if (WANT_DW) {
+      const float sx = bx ? inv : -inv, sy = by ? inv : -inv, sz = bz ? inv : -inv;
+      dw[c][0] = sx * (wy[by] * wz[bz]);
+      dw[c][1] = sy * (wx[bx] * wz[bz]);
+      dw[c][2] = sz * (wx[bx] * wy[by]);
+    }
+  }
+}
+
+Grid make_grid(const torch::Tensor& inv_cell, int64_t T, int64_t n_dense, int64_t R) {
+  TORCH_CHECK(T > 0 && (T & (T - 1)) == 0, "hashgrid: table size must be a power of two, got ", T);
+  TORCH_CHECK(T <= (int64_t(1) << 32), "hashgrid: table size above 2^32 is not supported");
+  return Grid{inv_cell.data_ptr<float>(), inv_cell.size(0), T, n_dense, R};
+}
+
+void check_inputs(const torch::Tensor& x, const torch::Tensor& table, const torch::Tensor& inv_cell, int64_t T) {
+  TORCH_CHECK(x.device().is_cpu() && table.device().is_cpu() && inv_cell.device().is_cpu(),
+              "hashgrid_ext: CPU tensors only");
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && table.scalar_type() == torch::kFloat &&
+                  inv_cell.scalar_type() == torch::kFloat,
+              "hashgrid_ext: float32 tensors only");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == 3 && x.is_contiguous(), "hashgrid_ext: x must be contiguous (N, 3)");
+  TORCH_CHECK(table.dim() == 2 && table.is_contiguous(), "hashgrid_ext: table must be contiguous (L*T, F)");
+  TORCH_CHECK(inv_cell.dim() == 1 && inv_cell.is_contiguous(), "hashgrid_ext: inv_cell must be (L,)");
+  TORCH_CHECK(table.size(0) == inv_cell.size(0) * T, "hashgrid_ext: table has ", table.size(0),
+              " rows, expected L*T = ", inv_cell.size(0) * T);
+}
+
+constexpr int64_t kGrain = 1024;
+
+// ---------------------------------------------------------------------------------------- forward
+
+template <int FT>
+void forward_impl(const Grid& g, const float* x, const float* table, int64_t F_rt, int64_t N, float* out,
+                  float* jac) {
+  const int64_t F = FT > 0 ? FT : F_rt;
+  const int64_t LF = g.L * F;
+  at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
+    int64_t idx[8];
+    float w[8];
+    float dw[8][3];
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* p = x + 3 * n;
+      for (int64_t l = 0; l < g.L; ++l) {
+        float* o = out + n * LF + l * F;
+        if (jac) {
+          corners<true>(g, l, p, idx, w, dw);
+          float* J = jac + (n * LF + l * F) * 3;
+          for (int64_t k = 0; k < F; ++k) {
+            float acc = 0.f, j0 = 0.f, j1 = 0.f, j2 = 0.f;
+            for (int c = 0; c < 8; ++c) {
+              const float t = table[idx[c] * F + k];
+              acc += w[c] * t;
+              j0 += dw[c][0] * t;
+              j1 += dw[c][1] * t;
+              j2 += dw[c][2] * t;
+            }
+            o[k] = acc;
+            J[3 * k] = j0;
+            J[3 * k + 1] = j1;
+            J[3 * k + 2] = j2;
+          }
+        } else {
+          corners<false>(g, l, p, idx, w, nullptr);
+          for (int64_t k = 0; k < F; ++k) {
+            float acc = 0.f;
+            for (int c = 0; c < 8; ++c) acc += w[c] * table[idx[c] * F + k];
+            o[k] = acc;
+          }
+        }
+      }
+    }
+  });
+}
+
+void dispatch_forward(const Grid& g, const float* x, const float* table, int64_t F, int64_t N, float* out,
+                      float* jac) {
+  switch (F) {
+    case 1: forward_impl<1>(g, x, table, F, N, out, jac); break;
+    case 2: forward_impl<2>(g, x, table, F, N, out, jac); break;
+    case 4: forward_impl<4>(g, x, table, F, N, out, jac); break;
+    case 8: forward_impl<8>(g, x, table, F, N, out, jac); break;
+    default: forward_impl<0>(g, x, table, F, N, out, jac); break;
+  }
+}
+
+torch::Tensor forward(torch::Tensor x, torch::Tensor table, torch::Tensor inv_cell, int64_t T, int64_t n_dense,
+                      int64_t R) {
+  check_inputs(x, table, inv_cell, T);
+  const Grid g = make_grid(inv_cell, T, n_dense, R);
+  const int64_t N = x.size(0), F = table.size(1);
+  auto out = torch::empty({N, g.L * F}, x.options());
+  dispatch_forward(g, x.data_ptr<float>(), table.data_ptr<float>(), F, N, out.data_ptr<float>(), nullptr);
+  return out;
+}
+
+std::vector<torch::Tensor> forward_jac(torch::Tensor x, torch::Tensor table, torch::Tensor inv_cell, int64_t T,
+                                       int64_t n_dense, int64_t R) {
+  check_inputs(x, table, inv_cell, T);
+  const Grid g = make_grid(inv_cell, T, n_dense, R);
+  const int64_t N = x.size(0), F = table.size(1);
+  auto out = torch::empty({N, g.L * F}, x.options());
+  auto jac = torch::empty({N, g.L * F, 3}, x.options());
+  dispatch_forward(g, x.data_ptr<float>(), table.data_ptr<float>(), F, N, out.data_ptr<float>(),
+                   jac.data_ptr<float>());
+  return {out, jac};
+}
+
+// ------------------------------------------------------------------------- input gradient and jvp
+
+// grad_x[n, a] = sum_{l,k} g[n, l*F + k] * sum_c dw_c/dx_a * table[idx_c, k]
+torch::Tensor input_grad(torch::Tensor x, torch::Tensor table, torch::Tensor gout, torch::Tensor inv_cell, int64_t T,
+                         int64_t n_dense, int64_t R) {
+  check_inputs(x, table, inv_cell, T);
+  const Grid g = make_grid(inv_cell, T, n_dense, R);
+  const int64_t N = x.size(0), F = table.size(1), LF = g.L * F;
+  TORCH_CHECK(gout.scalar_type() == torch::kFloat && gout.is_contiguous() && gout.dim() == 2 &&
+                  gout.size(0) == N && gout.size(1) == LF,
+              "hashgrid_ext: grad_out must be contiguous float32 (N, L*F)");
+  auto gx = torch::empty({N, 3}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  const float* gp = gout.data_ptr<float>();
+  float* op = gx.data_ptr<float>();
+  at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
+    int64_t idx[8];
+    float w[8];
+    float dw[8][3];
+    for (int64_t n = n0; n < n1; ++n) {
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+      for (int64_t l = 0; l < g.L; ++l) {
+        corners<true>(g, l, xp + 3 * n, idx, w, dw);
+        const float* gk = gp + n * LF + l * F;
+        for (int c = 0; c < 8; ++c) {
+          float s = 0.f;  // sum_k g_k table[idx_c, k]
+          for (int64_t k = 0; k < F; ++k) s += gk[k] * tp[idx[c] * F + k];
+          a0 += dw[c][0] * s;
+          a1 += dw[c][1] * s;
+          a2 += dw[c][2] * s;
+        }
+      }
+      op[3 * n] = a0;
+      op[3 * n + 1] = a1;
+      op[3 * n + 2] = a2;
+    }
+  });
+  return gx;
+}
+
+// out[n, l*F + k] = sum_c (sum_a v[n, a] dw_c/dx_a) table[idx_c, k]
+torch::Tensor jvp(torch::Tensor x, torch::Tensor table, torch::Tensor v, torch::Tensor inv_cell, int64_t T,
+                  int64_t n_dense, int64_t R) {
+  check_inputs(x, table, inv_cell, T);
+  const Grid g = make_grid(inv_cell, T, n_dense, R);
+  const int64_t N = x.size(0), F = table.size(1), LF = g.L * F;
+  TORCH_CHECK(v.scalar_type() == torch::kFloat && v.is_contiguous() && v.dim() == 2 && v.size(0) == N &&
+                  v.size(1) == 3,
+              "hashgrid_ext: v must be contiguous float32 (N, 3)");
+  auto out = torch::empty({N, LF}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* tp = table.data_ptr<float>();
+  const float* vp = v.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
+    int64_t idx[8];
+    float w[8];
+    float dw[8][3];
+    for (int64_t n = n0; n < n1; ++n) {
+      const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
+      for (int64_t l = 0; l < g.L; ++l) {
+        corners<true>(g, l, xp + 3 * n, idx, w, dw);
+        float* o = op + n * LF + l * F;
+        for (int64_t k = 0; k < F; ++k) o[k] = 0.f;
+        for (int c = 0; c < 8; ++c) {
+          const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
+          for (int64_t k = 0; k < F; ++k) o[k] += d * tp[idx[c] * F + k];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// ----------------------------------------------------------------------------------------- scatter
+
+// grad_table[idx_c, k] += g[n, l*F + k] * (w_c  or  v[n] . dw_c/dx)   (v undefined -> w_c)
+torch::Tensor scatter(torch::Tensor x, torch::Tensor gout, c10::optional<torch::Tensor> v_opt, int64_t n_rows,
+                      torch::Tensor inv_cell, int64_t T, int64_t n_dense, int64_t R) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == torch::kFloat && x.dim() == 2 && x.size(1) == 3 &&
+                  x.is_contiguous(),
+              "hashgrid_ext: x must be contiguous float32 (N, 3) on CPU");
+  const Grid g = make_grid(inv_cell, T, n_dense, R);
+  TORCH_CHECK(n_rows == g.L * T, "hashgrid_ext: n_rows must be L*T");
+  const int64_t N = x.size(0);
+  TORCH_CHECK(gout.scalar_type() == torch::kFloat && gout.is_contiguous() && gout.dim() == 2 && gout.size(0) == N &&
+                  gout.size(1) % g.L == 0,
+              "hashgrid_ext: grad_out must be contiguous float32 (N, L*F)");
+  const int64_t LF = gout.size(1), F = LF / g.L;
+  const bool directional = v_opt.has_value() && v_opt->defined();
+  const float* vp = nullptr;
+  if (directional) {
+    TORCH_CHECK(v_opt->scalar_type() == torch::kFloat && v_opt->is_contiguous() && v_opt->dim() == 2 &&
+                    v_opt->size(0) == N && v_opt->size(1) == 3,
+                "hashgrid_ext: v must be contiguous float32 (N, 3)");
+    vp = v_opt->data_ptr<float>();
+  }
+  auto grad = torch::zeros({n_rows, F}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* gp = gout.data_ptr<float>();
+  float* op = grad.data_ptr<float>();
+  // One level per task: level l writes only rows [l*T, (l+1)*T) -> no races, deterministic.
+  at::parallel_for(0, g.L, 1, [&](int64_t l0, int64_t l1) {
+    int64_t idx[8];
+    float w[8];
+    float dw[8][3];
+    for (int64_t l = l0; l < l1; ++l) {
+      for (int64_t n = 0; n < N; ++n) {
+        const float* gk = gp + n * LF + l * F;
+        if (directional) {
+          corners<true>(g, l, xp + 3 * n, idx, w, dw);
+          const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
+          for (int c = 0; c < 8; ++c) {
+            const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
+            float* row = op + idx[c] * F;
+            for (int64_t k = 0; k < F; ++k) row[k] += d * gk[k];
+          }
+        } else {
+          corners<false>(g, l, xp + 3 * n, idx, w, nullptr);
+          for (int c = 0; c < 8; ++c) {
+            float* row = op + idx[c] * F;
+            for (int64_t k = 0; k < F; ++k) row[k] += w[c] * gk[k];
+          }
+        }
+      }
+    }
+  });
+  return grad;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused CPU kernels of neural_mapping's hash-grid encoding";
+  m.def("forward", &forward, "features (N, L*F)");
+  m.def("forward_jac", &forward_jac, "features (N, L*F) and d features / dx (N, L*F, 3)");
+  m.def("input_grad", &input_grad, "grad_x (N, 3) = sum_k g_k d feature_k / dx");
+  m.def("jvp", &jvp, "(N, L*F) = d feature / dx . v");
+  m.def("scatter", &scatter, "table gradient (L*T, F)", py::arg("x"), py::arg("gout"), py::arg("v"),
+        py::arg("n_rows"), py::arg("inv_cell"), py::arg("T"), py::arg("n_dense"), py::arg("R"));
+  m.def("num_threads", []() { return at::get_num_threads(); });
+}
