@@ -1,0 +1,31 @@
+"""Command-line flags for choosing an input, shared by every command that reads frames."""
+
+from __future__ import annotations
+
+import argparse
+
+from neural_mapping.io.sources import FORMATS
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """--format, bag topic flags and --slop (use with :func:`source_kwargs`)."""
+    g = parser.add_argument_group("input")
+    g.add_argument("--format", dest="input_format", choices=FORMATS, default=None,
+                   help="input format (default: auto-detect)")
+    g.add_argument("--color-topic", default=None, help="bag: sensor_msgs/Image colour topic (default: by type)")
+    g.add_argument("--depth-topic", default=None, help="bag: sensor_msgs/Image depth topic, 16UC1 mm or 32FC1 m")
+    g.add_argument("--info-topic", default=None, help="bag: sensor_msgs/CameraInfo topic")
+    g.add_argument("--pose-topic", default=None,
+                   help="bag: camera pose in the map (PoseStamped, Odometry or TransformStamped), OpenCV optical axes")
+    g.add_argument("--slop", type=float, default=None, metavar="S",
+                   help="bag: max stamp difference of colour and depth (s, default 0.02)")
+
+
+def source_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments for open_source() from the flags of add_source_arguments()."""
+    kw = {}
+    fmt = getattr(args, "input_format", None)
+    if fmt in (None, "bag"):
+        kw = {"color_topic": args.color_topic, "depth_topic": args.depth_topic, "info_topic": args.info_topic,
+              "pose_topic": args.pose_topic, "slop_s": args.slop}
+    return {"fmt": fmt, **kw}
