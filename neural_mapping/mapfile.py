@@ -1,0 +1,201 @@
+"""The map file: one file holding everything needed to use (and resume) a map.
+
+Layout (all little surprises avoided: it is readable with a hex dump)::
+
+    b"NEURALMAP\\n"                       magic (10 bytes)
+    one line of JSON + b"\\n"             header: format_version, payload_bytes,
+                                         payload_sha256, field kind, resolved config,
+                                         bounds, counters, whether keyframes are in
+    payload_bytes bytes                  torch.save() of Mapper.state_dict() with numpy
+                                         arrays stored as tensors (so torch.load runs
+                                         with weights_only=True: no code is unpickled)
+
+Writes are atomic: the file is written to a temporary file in the same directory,
+flushed to disk and moved over the target with ``os.replace``; a failure leaves the
+previous file untouched. Reads check the magic, the format version, the length
+(truncation) and the SHA-256 of the payload (corruption) before unpickling anything,
+and raise :class:`MapFileError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neural_mapping.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"NEURALMAP\n"
+FORMAT_VERSION = 1
+_MAX_HEADER = 1 << 20
+_NUMPY_PATHS = "__numpy_paths__"
+
+
+class MapFileError(InputError):
+    """A map file that cannot be used: missing, not a map, another version, truncated, corrupted."""
+
+
+# ----------------------------------------------------------------------------- numpy <-> tensor
+
+
+def _to_tensors(obj, path: tuple, paths: list):
+    """Copy of a state dict with numpy arrays as tensors (their paths recorded) and numpy scalars as Python."""
+    if isinstance(obj, np.ndarray):
+        paths.append(list(path))
+        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _to_tensors(v, path + (k,), paths) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        out = [_to_tensors(v, path + (i,), paths) for i, v in enumerate(obj)]
+        return out if isinstance(obj, list) else tuple(out)
+    return obj
+
+
+def _restore_numpy(d: dict, paths: list) -> None:
+    for p in paths:
+        parent = d
+        for k in p[:-1]:
+            parent = parent[k]
+        parent[p[-1]] = parent[p[-1]].numpy()
+
+
+# ----------------------------------------------------------------------------- save / load
+
+
+def save_map(mapper, path: str | Path, include_keyframes: bool = False) -> Path:
+    """Write ``mapper`` to ``path`` atomically; returns the path.
+
+    ``include_keyframes`` adds the keyframe buffer and optimiser state so training can
+    resume exactly where it stopped (bigger file); without them the loaded map answers
+    queries and renders identically and training can still continue from its weights.
+    """
+    path = Path(path)
+    state = mapper.state_dict(include_keyframes=include_keyframes)
+    paths: list = []
+    payload_obj = _to_tensors(state, (), paths)
+    payload_obj[_NUMPY_PATHS] = paths
+    buf = io.BytesIO()
+    torch.save(payload_obj, buf)
+    payload = buf.getvalue()
+    b = mapper.bounds()
+    header = {
+        "format_version": FORMAT_VERSION,
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "kind": state.get("kind"),
+        "config": state.get("cfg"),
+        "bounds": None if b is None else [np.asarray(b[0]).tolist(), np.asarray(b[1]).tolist()],
+        "stats": {k: v for k, v in state.get("stats", {}).items() if isinstance(v, (int, float, str))},
+        "keyframes": bool(include_keyframes),
+        "torch": torch.__version__,
+    }
+    head = json.dumps(header, separators=(",", ":"), default=_json_default).encode()
+    d = path.resolve().parent
+    if not d.is_dir():
+        raise MapFileError(f"{path}: directory {d} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(MAGIC)
+            f.write(head + b"\n")
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def read_header(path: str | Path) -> tuple[dict, int]:
+    """(header dict, payload offset) after checking the magic and the format version."""
+    path = Path(path)
+    if not path.exists():
+        raise MapFileError(f"{path}: map file not found")
+    if not path.is_file():
+        raise MapFileError(f"{path}: not a file")
+    with open(path, "rb") as f:
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            raise MapFileError(f"{path}: not a neural_mapping map file (bad magic bytes)")
+        line = f.readline(_MAX_HEADER)
+    if not line.endswith(b"\n"):
+        raise MapFileError(f"{path}: map file is truncated or corrupted (incomplete header)")
+    try:
+        header = json.loads(line)
+    except ValueError:
+        raise MapFileError(f"{path}: map file header is corrupted (not JSON)") from None
+    if not isinstance(header, dict) or "format_version" not in header:
+        raise MapFileError(f"{path}: map file header is corrupted (no format_version)")
+    ver = header["format_version"]
+    if ver != FORMAT_VERSION:
+        raise MapFileError(f"{path}: map format version {ver} is not supported by this neural_mapping "
+                           f"(it reads version {FORMAT_VERSION})")
+    return header, len(MAGIC) + len(line)
+
+
+def load_state(path: str | Path) -> dict:
+    """The verified state dict stored in a map file (numpy arrays restored)."""
+    path = Path(path)
+    header, offset = read_header(path)
+    n = int(header.get("payload_bytes", -1))
+    with open(path, "rb") as f:
+        f.seek(offset)
+        payload = f.read()
+    if len(payload) < n:
+        raise MapFileError(f"{path}: map file is truncated ({len(payload)} of {n} payload bytes present)")
+    if len(payload) > n:
+        raise MapFileError(f"{path}: map file is corrupted ({len(payload) - n} unexpected bytes after the payload)")
+    if hashlib.sha256(payload).hexdigest() != header.get("payload_sha256"):
+        raise MapFileError(f"{path}: map file is corrupted (payload checksum mismatch)")
+    try:
+        d = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as e:  # a payload that passed the checksum but does not unpickle
+        raise MapFileError(f"{path}: map payload cannot be read: {e}") from None
+    if not isinstance(d, dict):
+        raise MapFileError(f"{path}: map payload is not a state dict")
+    _restore_numpy(d, d.pop(_NUMPY_PATHS, []))
+    return d
+
+
+def load_map(path: str | Path, device: str | torch.device | None = None):
+    """A Mapper restored from ``path`` (on ``device``, default the saved config's device,
+    falling back to CPU when the file asks for CUDA and none is available)."""
+    from neural_mapping.mapper import Mapper
+
+    d = load_state(path)
+    if device is None:
+        want = (d.get("cfg") or {}).get("device", "auto")
+        if want == "cuda" and not torch.cuda.is_available():
+            log.warning("%s: saved for cuda, which is not available here; loading on cpu", path)
+            device = "cpu"
+    try:
+        return Mapper.from_state_dict(d, device=device)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:
+        raise MapFileError(f"{path}: map file does not match this version of neural_mapping: {e}") from None
+
+
+__all__ = ["MapFileError", "save_map", "load_map", "load_state", "read_header", "FORMAT_VERSION"]

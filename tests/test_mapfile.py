@@ -1,0 +1,135 @@
+"""Map file: save -> load -> identical answers, resume training, refusal of bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from neural_mapping.config import apply_overrides, preset
+from neural_mapping.errors import InputError
+from neural_mapping.io.synthetic import synthetic_sequence
+from neural_mapping.mapfile import FORMAT_VERSION, MAGIC, MapFileError, load_map, load_state, read_header, save_map
+from neural_mapping.mapper import Mapper
+
+SMALL = {
+    "encoding.hash_log2_table": 12,
+    "encoding.hash_levels": 8,
+    "train.rays_per_step": 256,
+    "render.n_stratified": 4,
+    "render.n_surface": 4,
+}
+
+
+def small_cfg():
+    return apply_overrides(preset("cpu"), SMALL)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    seq = synthetic_sequence(n_frames=6, width=64, height=48)
+    m = Mapper(small_cfg())
+    for f in seq.frames:
+        assert m.add_frame(f)
+    m.step(5)
+    return m
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    return save_map(trained, tmp_path / "map.pt", include_keyframes=True)
+
+
+def test_save_load_gives_identical_queries_renders_and_coverage(trained, saved):
+    m2 = load_map(saved)
+    pts = np.random.default_rng(0).uniform(-3, 3, size=(2000, 3)).astype(np.float32)
+    a = trained.query(pts, want_gradient=True, want_color=True)
+    b = m2.query(pts, want_gradient=True, want_color=True)
+    np.testing.assert_array_equal(a.sdf, b.sdf)
+    np.testing.assert_array_equal(a.gradient, b.gradient)
+    np.testing.assert_array_equal(a.occupancy, b.occupancy)
+    np.testing.assert_array_equal(a.color, b.color)
+    for x, y in zip(trained.bounds(), m2.bounds()):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(trained.coverage.observed(pts), m2.coverage.observed(pts))
+    assert m2.cfg == trained.cfg
+    assert m2.stats.steps == trained.stats.steps and m2.stats.frames_added == trained.stats.frames_added
+
+
+def test_header_is_readable_json_with_version_and_resolved_config(trained, saved):
+    header, offset = read_header(saved)
+    assert header["format_version"] == FORMAT_VERSION
+    assert header["config"]["encoding"]["hash_log2_table"] == 12
+    assert header["kind"] == "sdf" and header["keyframes"] is True
+    assert offset + header["payload_bytes"] == os.path.getsize(saved)
+    raw = open(saved, "rb").read(200)
+    assert raw.startswith(MAGIC)
+
+
+def test_training_resumes_from_a_loaded_map(trained, saved, tmp_path):
+    m2 = load_map(saved)
+    assert len(m2.keyframes) == len(trained.keyframes) > 0
+    steps = m2.stats.steps
+    s = m2.step(3)
+    assert np.isfinite(s.loss) and m2.stats.steps == steps + 3
+    # without keyframes the map still answers and can take new frames and train
+    light = save_map(trained, tmp_path / "light.pt", include_keyframes=False)
+    assert os.path.getsize(light) < os.path.getsize(saved)
+    m3 = load_map(light)
+    assert m3.add_frame(synthetic_sequence(n_frames=2, width=64, height=48, seed=1).frames[0])
+    assert np.isfinite(m3.step(2).loss)
+
+
+def test_truncated_file_is_refused_and_a_failed_save_keeps_the_previous_file(trained, saved, tmp_path, monkeypatch):
+    data = open(saved, "rb").read()
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(MapFileError, match=r"cut.pt: map file is truncated \(\d+ of \d+ payload bytes"):
+        load_map(cut)
+    # a save that dies half-way (here: the disk "fills" during the write) leaves the old file
+    before = saved.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError):
+        save_map(trained, saved)
+    monkeypatch.undo()
+    assert saved.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert load_map(saved).stats.steps == trained.stats.steps
+
+
+def test_corrupted_wrong_version_and_foreign_files_are_refused(saved, tmp_path):
+    data = bytearray(saved.read_bytes())
+    data[-50] ^= 0xFF
+    bad = tmp_path / "flip.pt"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(MapFileError, match="checksum mismatch"):
+        load_map(bad)
+
+    header, offset = read_header(saved)
+    header["format_version"] = 99
+    future = tmp_path / "future.pt"
+    future.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + saved.read_bytes()[offset:])
+    with pytest.raises(MapFileError, match="format version 99 is not supported"):
+        load_map(future)
+
+    foreign = tmp_path / "weights.pt"
+    torch.save({"w": torch.zeros(3)}, foreign)
+    with pytest.raises(MapFileError, match="not a neural_mapping map file"):
+        load_map(foreign)
+    with pytest.raises(MapFileError, match="not found"):
+        load_map(tmp_path / "nope.pt")
+    assert issubclass(MapFileError, InputError)
+
+
+def test_state_with_numpy_arrays_round_trips_exactly(saved):
+    d = load_state(saved)
+    assert isinstance(d["bounds_lo"], np.ndarray) and d["bounds_lo"].dtype == np.float64
+    kf = d["keyframes"]["keyframes"][0]
+    assert isinstance(kf["T_WC"], np.ndarray) and kf["T_WC"].shape == (4, 4)
