@@ -187,3 +187,60 @@ def test_size_mismatch_frame_is_skipped_and_counted(seq, tmp_path):
     frames = list(src)
     assert len(frames) == 1 and frames[0].stamp_ns == f1.stamp_ns
     assert src.skipped == 1 and "sizes differ" in src.skip_reasons[0]
+
+
+def _tfmsg(entries):
+    """entries: [(t, parent, child, T)] -> tf2_msgs/TFMessage."""
+    trs = []
+    for t, parent, child, T in entries:
+        q = R_to_quat(T[:3, :3])
+        trs.append(M["geometry_msgs/msg/TransformStamped"](
+            header=_hdr(t, parent), child_frame_id=child,
+            transform=M["geometry_msgs/msg/Transform"](
+                translation=M["geometry_msgs/msg/Vector3"](x=T[0, 3], y=T[1, 3], z=T[2, 3]),
+                rotation=M["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))))
+    return M["tf2_msgs/msg/TFMessage"](transforms=trs)
+
+
+def test_poses_from_tf_tree(tmp_path):
+    """map -> base_link on /tf at 50 Hz, base_link -> camera_optical on /tf_static; the frame pose
+    is T_map_base(t) @ T_base_cam at the depth stamp, camera = the depth image's frame_id."""
+    from neural_mapping.io.tf import TfBuffer
+
+    T_base_cam = make_T(quat_to_R([-0.5, 0.5, -0.5, 0.5]), [0.1, 0.0, 0.3])  # REP-103 body -> optical
+    K = np.array([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]])
+    stamps = [T0 + 50 * MS + k * 70 * MS + 7 * MS for k in range(4)]
+
+    def cam_msgs(enc, arr):
+        out = []
+        for t in stamps:
+            m = _img(t, arr, enc)
+            m.header.frame_id = "camera_optical"
+            out.append((t, m))
+        return out
+
+    tf = [(T0 + k * 20 * MS, _tfmsg([(T0 + k * 20 * MS, "map", "base_link", truth(T0 + k * 20 * MS))]))
+          for k in range(20)]
+    static = [(T0, _tfmsg([(T0, "base_link", "camera_optical", T_base_cam)]))]
+    I = "sensor_msgs/msg/Image"
+    _write(tmp_path / "b", [("/c", I, cam_msgs("rgb8", np.zeros((12, 16, 3), np.uint8))),
+                            ("/d", I, cam_msgs("16UC1", np.full((12, 16), 2000, np.uint16))),
+                            ("/i", "sensor_msgs/msg/CameraInfo", [(stamps[0], _info(stamps[0], 16, 12, K))]),
+                            ("/tf", "tf2_msgs/msg/TFMessage", tf), ("/tf_static", "tf2_msgs/msg/TFMessage", static)])
+    src = open_source(tmp_path / "b")
+    assert src.topics.pose == "/tf"
+    frames = list(src)
+    assert [f.stamp_ns for f in frames] == stamps  # 50+7+3*70 = 267 ms < 380 ms of TF
+    for f in frames:
+        assert np.allclose(f.T_WC, truth(f.stamp_ns) @ T_base_cam, atol=1e-9)
+        assert np.allclose(f.depth_m, 2.0)
+    with pytest.raises(InputError, match="frame 'world' is not in /tf .*base_link.*--map-frame"):
+        list(open_source(tmp_path / "b", map_frame="world"))
+    # the buffer on its own: inverse lookups, no extrapolation, unknown frames
+    buf = TfBuffer()
+    buf.add("map", "base", 0, np.eye(4))
+    buf.add("map", "base", 10**8, make_T(np.eye(3), [1.0, 0, 0]))
+    buf.add("/base", "cam", 0, T_base_cam, static=True)
+    T = buf.lookup("cam", "map", 5 * 10**7)
+    assert np.allclose(T, np.linalg.inv(make_T(np.eye(3), [0.5, 0, 0]) @ T_base_cam))
+    assert buf.lookup("map", "cam", 2 * 10**8) is None and buf.lookup("map", "nowhere", 0) is None

@@ -7,7 +7,10 @@ file. Topics are found by message type when unambiguous:
   info   sensor_msgs/CameraInfo (with several, the one beside the depth topic, e.g.
          /camera/depth/camera_info for /camera/depth/image_raw)
   pose   geometry_msgs/PoseStamped, nav_msgs/Odometry, geometry_msgs/TransformStamped,
-         geometry_msgs/PoseWithCovarianceStamped: the camera-to-map pose, OpenCV optical axes
+         geometry_msgs/PoseWithCovarianceStamped: the camera-to-map pose, OpenCV optical axes;
+         without such a topic, /tf (+ /tf_static): the pose is looked up as T_map_camera at
+         each depth stamp, camera = the depth image's header.frame_id (or ``camera_frame``),
+         map = ``map_frame`` (default 'map'), by :class:`neural_mapping.io.tf.TfBuffer`
 otherwise name them (``color_topic=``, ... or ``--color-topic`` ...). Messages are
 synchronised by their header stamps with :class:`neural_mapping.ros.sync.ApproxSync`,
 the same code the ROS node uses.
@@ -48,6 +51,7 @@ IMAGE_T = "sensor_msgs/msg/Image"
 INFO_T = "sensor_msgs/msg/CameraInfo"
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "nav_msgs/msg/Odometry", "geometry_msgs/msg/TransformStamped",
               "geometry_msgs/msg/PoseWithCovarianceStamped")
+TF_T = "tf2_msgs/msg/TFMessage"
 
 
 def typestore():
@@ -218,9 +222,11 @@ def detect_topics(reader, path: Path, color: str | None = None, depth: str | Non
             raise InputError(f"{path}: {'no' if not cands else 'several'} sensor_msgs/CameraInfo topics "
                              f"({', '.join(cands) or 'none'}); name one with --info-topic")
     if pose:
-        check(pose, POSE_TYPES, "pose-topic")
+        check(pose, POSE_TYPES + (TF_T,), "pose-topic")
     else:
         cands = sorted(t for t, ty in types.items() if ty in POSE_TYPES)
+        if not cands and types.get("/tf") == TF_T:
+            cands = ["/tf"]
         if len(cands) != 1:
             raise InputError(f"{path}: {'no' if not cands else 'several'} pose topics (PoseStamped, Odometry, "
                              f"TransformStamped) ({', '.join(cands) or 'none'}); name one with --pose-topic")
@@ -235,8 +241,11 @@ class BagSource(FrameSource):
 
     def __init__(self, path: str | Path, color_topic: str | None = None, depth_topic: str | None = None,
                  info_topic: str | None = None, pose_topic: str | None = None, slop_s: float = 0.02,
-                 max_pose_gap_s: float = 0.5, depth_mm_scale: float = 0.001):
+                 max_pose_gap_s: float = 0.5, depth_mm_scale: float = 0.001, map_frame: str = MAP_FRAME,
+                 camera_frame: str | None = None):
         super().__init__(str(path))
+        self.map_frame = map_frame
+        self.camera_frame = camera_frame
         self.path = Path(path)
         self.slop_s = float(slop_s)
         self.max_pose_gap_s = float(max_pose_gap_s)
@@ -244,7 +253,9 @@ class BagSource(FrameSource):
         r = _open_reader(self.path)
         try:
             self.topics = detect_topics(r, self.path, color_topic, depth_topic, info_topic, pose_topic)
-            self.message_counts = {c.topic: c.msgcount for c in r.connections}
+            self.message_counts: dict[str, int] = {}
+            for c in r.connections:
+                self.message_counts[c.topic] = self.message_counts.get(c.topic, 0) + c.msgcount
         finally:
             r.close()
         self.sync_stats = SyncStats()
@@ -255,6 +266,10 @@ class BagSource(FrameSource):
         tp = self.topics
         sync = ApproxSync(slop_s=self.slop_s, max_pose_gap_s=self.max_pose_gap_s, max_queue=1000)
         role = {tp.color: "color", tp.depth: "depth", tp.info: "info", tp.pose: "pose"}
+        tf = None
+        if tp.pose_type == TF_T:
+            tf = self._read_tf(r)
+            del role[tp.pose]
         conns = [c for c in r.connections if c.topic in role]
         try:
             for conn, _, raw in r.messages(connections=conns):
@@ -265,6 +280,11 @@ class BagSource(FrameSource):
                     if kind == "pose":
                         out = sync.add_pose(t, pose_msg_to_T(msg))
                     else:
+                        if tf is not None and kind == "depth":
+                            cam = self.camera_frame or str(msg.header.frame_id)
+                            T = tf.lookup(self.map_frame, cam, t)
+                            if T is not None:
+                                sync.add_pose(t, T)
                         out = getattr(sync, f"add_{kind}")(t, msg)
                 except Exception as e:  # one bad message: skip it, keep the rest
                     self._skip(f"{self.path}: {conn.topic} message", f"{type(e).__name__}: {e}")
@@ -274,6 +294,25 @@ class BagSource(FrameSource):
         finally:
             self.sync_stats = sync.stats
             r.close()
+
+    def _read_tf(self, r):
+        """All of /tf and /tf_static (the pose topic and its static partner) in a TfBuffer."""
+        from neural_mapping.io.tf import TfBuffer
+
+        buf = TfBuffer(max_gap_s=self.max_pose_gap_s)
+        tf_topics = {self.topics.pose: False, "/tf_static": True}
+        conns = [c for c in r.connections if c.topic in tf_topics and c.msgtype == TF_T]
+        for conn, _, raw in r.messages(connections=conns):
+            try:
+                for tr in r.deserialize(raw, conn.msgtype).transforms:
+                    buf.add(str(tr.header.frame_id), str(tr.child_frame_id), stamp_to_ns(tr.header.stamp),
+                            pose_msg_to_T(tr), static=tf_topics[conn.topic])
+            except Exception as e:  # one bad message: skip it, keep the rest
+                self._skip(f"{self.path}: {conn.topic} message", f"{type(e).__name__}: {e}")
+        if self.map_frame not in buf.frames():
+            raise InputError(f"{self.path}: frame {self.map_frame!r} is not in {self.topics.pose} "
+                             f"(frames: {', '.join(sorted(buf.frames())) or 'none'}); name it with --map-frame")
+        return buf
 
     def _frames(self) -> Iterator[Frame]:
         n = 0
@@ -287,8 +326,14 @@ class BagSource(FrameSource):
             yield f
         self._len = n
 
+    @property
+    def len_hint(self) -> int:
+        """Upper bound of the frame count from the bag's message counts, free (for progress bars)."""
+        return min(self.message_counts.get(self.topics.color, 0), self.message_counts.get(self.topics.depth, 0))
+
     def __len__(self) -> int:
-        """Number of synchronised sets (a first call runs the synchroniser over the bag)."""
+        """Number of synchronised sets: exact, known after one iteration; before it, a first
+        call runs the synchroniser over the bag (a full read; see ``len_hint`` for a free bound)."""
         if self._len is None:
             saved = (self.skipped, self.skip_reasons)
             self.skipped, self.skip_reasons = 0, []

@@ -17,6 +17,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--info-topic", default=None, help="bag: sensor_msgs/CameraInfo topic")
     g.add_argument("--pose-topic", default=None,
                    help="bag: camera pose in the map (PoseStamped, Odometry or TransformStamped), OpenCV optical axes")
+    g.add_argument("--map-frame", default=None,
+                   help="bag with /tf poses: the map frame (default 'map')")
+    g.add_argument("--camera-frame", default=None,
+                   help="bag with /tf poses: the camera's optical frame (default: the depth image's frame_id)")
     g.add_argument("--slop", type=float, default=None, metavar="S",
                    help="bag: max stamp difference of colour and depth (s, default 0.02)")
 
@@ -27,5 +31,6 @@ def source_kwargs(args: argparse.Namespace) -> dict:
     fmt = getattr(args, "input_format", None)
     if fmt in (None, "bag"):
         kw = {"color_topic": args.color_topic, "depth_topic": args.depth_topic, "info_topic": args.info_topic,
-              "pose_topic": args.pose_topic, "slop_s": args.slop}
+              "pose_topic": args.pose_topic, "slop_s": args.slop,
+              "map_frame": args.map_frame, "camera_frame": args.camera_frame}
     return {"fmt": fmt, **kw}

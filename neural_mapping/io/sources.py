@@ -51,7 +51,7 @@ def open_source(path: str | Path, fmt: str | None = None, **bag_topics) -> Frame
 
     fmt: '3dmatch' | 'replica' | 'tum' | 'bag' | None (auto-detect).
     bag_topics (bags only): color_topic, depth_topic, info_topic, pose_topic, slop_s,
-    max_pose_gap_s, depth_mm_scale. Datasets accept ``fps`` (3dmatch, replica: stamps
+    max_pose_gap_s, depth_mm_scale, map_frame and camera_frame (poses from /tf). Datasets accept ``fps`` (3dmatch, replica: stamps
     from frame numbers) and for TUM ``max_diff_s`` / ``max_pose_gap_s``.
     Raises InputError for a missing or malformed input.
     """
@@ -71,7 +71,8 @@ def open_source(path: str | Path, fmt: str | None = None, **bag_topics) -> Frame
         return BagSource(p, **kw)
     allowed = {"3dmatch": {"fps"}, "replica": {"fps"}, "tum": {"max_diff_s", "max_pose_gap_s"}}[fmt]
     bad = set(kw) - allowed
-    bag_only = {"color_topic", "depth_topic", "info_topic", "pose_topic", "slop_s", "depth_mm_scale"}
+    bag_only = {"color_topic", "depth_topic", "info_topic", "pose_topic", "slop_s", "depth_mm_scale", "map_frame",
+                "camera_frame", "max_pose_gap_s"}
     if bad - bag_only:
         raise TypeError(f"open_source: unexpected options for {fmt}: {sorted(bad - bag_only)}")
     return datasets.READERS[fmt](p, **{k: v for k, v in kw.items() if k in allowed})
