@@ -12,6 +12,7 @@ node keeps mapping. All parameters come from ros/params.py (NodeConfig + MapperC
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -122,7 +123,8 @@ def _make_node_class():
                 f"mapper={_flat(self.mcfg)}")
             self.T_body_camera = np.asarray(n.T_body_camera, dtype=np.float64).reshape(4, 4)
             self.queue: DropOldestQueue = DropOldestQueue(n.queue_size)
-            self.sync = ApproxSync(slop_s=n.sync_slop_s)
+            self.sync = ApproxSync(slop_s=n.sync_slop_s, max_pose_gap_s=max(n.pose_max_gap_s, 1e-3),
+                                   max_queue=max(4 * n.queue_size, 30))
             self._sync_lock = threading.Lock()
             self._mapper_swap = threading.RLock()  # held while self.mapper is replaced (load_map)
             self.counts: dict[str, int] = defaultdict(int)
@@ -142,7 +144,6 @@ def _make_node_class():
             # --- callback groups: inputs, products, services, status are independent
             self.cb_inputs = MutuallyExclusiveCallbackGroup()
             self.cb_products = MutuallyExclusiveCallbackGroup()
-            self.cb_render = MutuallyExclusiveCallbackGroup()
             self.cb_services = MutuallyExclusiveCallbackGroup()
             self.cb_status = MutuallyExclusiveCallbackGroup()
 
@@ -174,30 +175,36 @@ def _make_node_class():
             self.pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
 
             # --- services
-            self.create_service(QueryField, "~/query_field", self._srv_query, callback_group=self.cb_services)
-            self.create_service(RenderView, "~/render_view", self._srv_render, callback_group=self.cb_services)
-            self.create_service(SaveMap, "~/save_map", self._srv_save, callback_group=self.cb_services)
-            self.create_service(LoadMap, "~/load_map", self._srv_load, callback_group=self.cb_services)
-            self.create_service(Trigger, "~/reset", self._srv_reset, callback_group=self.cb_services)
-            self.create_service(SetBool, "~/pause", self._srv_pause, callback_group=self.cb_services)
-            self.create_service(GetMap, "~/get_map", self._srv_get_map, callback_group=self.cb_services)
+            for srv_type, name, fn in [(QueryField, "query_field", self._srv_query),
+                                       (RenderView, "render_view", self._srv_render),
+                                       (SaveMap, "save_map", self._srv_save), (LoadMap, "load_map", self._srv_load),
+                                       (Trigger, "reset", self._srv_reset), (SetBool, "pause", self._srv_pause),
+                                       (GetMap, "get_map", self._srv_get_map)]:
+                self.create_service(srv_type, f"~/{name}", self._service(name, fn), callback_group=self.cb_services)
 
             # --- timers, one per product at its own rate
-            self._timer_fns = {
-                "mesh_rate_hz": (self._publish_mesh, self.cb_products),
-                "occupancy_rate_hz": (self._publish_occupancy, self.cb_products),
-                "voxels_rate_hz": (self._publish_voxels, self.cb_products),
-                "esdf_rate_hz": (self._publish_esdf, self.cb_products),
-                "render_rate_hz": (self._publish_render, self.cb_render),
-                "status_rate_hz": (self._publish_status, self.cb_status),
+            self._timer_fns = {  # rate parameter -> product computed by the runner
+                "mesh_rate_hz": self._publish_mesh,
+                "occupancy_rate_hz": self._publish_occupancy,
+                "voxels_rate_hz": self._publish_voxels,
+                "esdf_rate_hz": self._publish_esdf,
+                "render_rate_hz": self._publish_render,
             }
-            self._timers: dict[str, object] = {}
+            self._runner = self.create_timer(0.05, self._run_products, callback_group=self.cb_products)
+            self._product_timers: dict[str, object] = {}
+            self._products_next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
+            self._due: dict[str, float] = {}  # product -> monotonic time it became due
+            self._mesher = None  # products.MeshExtractor of the current mapper (incremental meshing)
+            self._mesh_count = 0
             for name in RATE_PARAMS:
                 self._set_timer(name, getattr(n, name))
             self.add_on_set_parameters_callback(self._on_set_parameters)
 
             # --- training thread
             self._stop = threading.Event()
+            self._users = 0  # products/services waiting for or using the mapper
+            self._users_lock = threading.Lock()
+            self._idle = threading.Event()  # set by the trainer while paused and not stepping
             self._trainer = threading.Thread(target=self._train_loop, name="neural_mapper_train", daemon=True)
             self._trainer.start()
 
@@ -216,22 +223,59 @@ def _make_node_class():
             return self.get_clock().now().nanoseconds
 
         def _set_timer(self, name: str, rate_hz: float) -> None:
-            old = self._timers.pop(name, None)
+            old = self._product_timers.pop(name, None)
             if old is not None:
                 old.cancel()
                 self.destroy_timer(old)
             if rate_hz > 0:
-                fn, group = self._timer_fns[name]
-                self._timers[name] = self.create_timer(1.0 / rate_hz, self._guard(name, fn), callback_group=group)
+                # rate timers are cheap (status, or marking a product due) and never wait for the runner
+                cb = self._status_tick if name == "status_rate_hz" else self._guard(name)
+                self._product_timers[name] = self.create_timer(1.0 / rate_hz, cb, callback_group=self.cb_status)
 
-        def _guard(self, name, fn):
+        def _guard(self, name):
+            """Timer callback of product ``name``: mark it due; the product runner computes it."""
             def run():
-                try:
-                    fn()
-                except Exception as e:  # noqa: BLE001 - a failing product must not stop the node
-                    self.last_error = f"{name}: {type(e).__name__}: {e}"
-                    self._warn(f"error_{name}", f"publishing for {name} failed: {e}\n{traceback.format_exc()}")
+                self._due.setdefault(name, time.monotonic())
             return run
+
+        def _run_products(self) -> None:
+            """Compute the product due the longest, within the duty budget (fair: oldest due first).
+
+            Products share ``product_duty_max``: after a product took d seconds, the next one
+            starts no earlier than d * (1/duty - 1) later, so training keeps most of the time.
+            """
+            now = time.monotonic()
+            if now < self._products_next_allowed or not self._due:
+                return
+            name = min(self._due, key=self._due.get)
+            self._due.pop(name, None)
+            fn = self._timer_fns[name]
+            try:
+                with self._mapper_user():
+                    fn()
+            except Exception as e:  # noqa: BLE001 - a failing product must not stop the node
+                self.last_error = f"{name}: {type(e).__name__}: {e}"
+                self._warn(f"error_{name}", f"publishing for {name} failed: {e}\n{traceback.format_exc()}")
+            finally:
+                end = time.monotonic()
+                self._products_next_allowed = end + (end - now) * (1.0 / self.ncfg.product_duty_max - 1.0)
+
+        def _status_tick(self) -> None:
+            try:
+                self._publish_status()
+            except Exception as e:  # noqa: BLE001
+                self._warn("error_status", f"publishing status failed: {e}")
+
+        @contextlib.contextmanager
+        def _mapper_user(self):
+            """Mark a product/service as waiting for the mapper: the trainer yields between steps."""
+            with self._users_lock:
+                self._users += 1
+            try:
+                yield
+            finally:
+                with self._users_lock:
+                    self._users -= 1
 
         def _has_map(self) -> bool:
             m = self.mapper
@@ -261,16 +305,21 @@ def _make_node_class():
                 elif stream == "depth":
                     data = convert.image_to_depth_m(msg)
                 elif stream == "info":
-                    data = convert.camera_info_to_K(msg)
+                    data = (convert.camera_info_to_K(msg), convert.camera_info_size(msg))
                 else:
                     data = convert.pose_msg_to_T(msg) @ self.T_body_camera
             except (ValueError, TypeError, AttributeError) as e:
                 self._drop("dropped_malformed", f"dropped a malformed {stream} message: {e}")
                 return
             with self._sync_lock:
-                frames = _sync_add(self.sync, stream, stamp_ns, data, msg)
-            for item in frames:
-                self._enqueue(item)
+                sets = getattr(self.sync, f"add_{stream}")(stamp_ns, data)
+            for s in sets:
+                try:
+                    frame = frame_from_synced(s)
+                except ValueError as e:
+                    self._drop("dropped_malformed", f"dropped an RGB-D set: {e}")
+                    continue
+                self._enqueue(frame)
 
         def _enqueue(self, frame) -> None:
             self.counts["frames_received"] += 1
@@ -301,6 +350,10 @@ def _make_node_class():
         def _train_once(self) -> None:
             from neural_mapping.frame import FrameError
 
+            t_end = time.monotonic() + 2.0
+            while self._users > 0 and time.monotonic() < t_end:  # let services/products take the mapper lock
+                time.sleep(0.002)
+
             frame = self.queue.get(timeout=0.0 if self._can_step() else 0.1)
             while frame is not None:
                 if self.paused:
@@ -316,8 +369,10 @@ def _make_node_class():
                 frame = self.queue.get_nowait()
             if self.paused or not self._can_step():
                 if self.paused:
-                    time.sleep(0.05)
+                    self._idle.set()
+                    time.sleep(0.02)
                 return
+            self._idle.clear()
             with self._mapper_swap:
                 self.mapper.step(1)
                 steps = self.mapper.stats.steps
@@ -331,12 +386,16 @@ def _make_node_class():
 
         # ------------------------------------------------------------------ products
         def _publish_mesh(self) -> None:
-            from neural_mapping.products import extract_mesh
+            from neural_mapping.products import MeshExtractor
 
             if not self._has_map() or self.mapper.stats.steps == self._mesh_at_steps:
                 return
             steps = self.mapper.stats.steps
-            mesh = extract_mesh(self.mapper)
+            if self._mesher is None or self._mesher.mapper is not self.mapper:
+                self._mesher = MeshExtractor(self.mapper)
+            full = self._mesh_count % max(1, self.ncfg.mesh_full_every) == 0
+            mesh = self._mesher.extract(full=full)
+            self._mesh_count += 1
             self.pub_mesh.publish(co.mesh_to_marker(mesh, self.map_frame, self._now_ns()))
             self._mesh_at_steps = steps
 
@@ -429,6 +488,20 @@ def _make_node_class():
                                                              self._now_ns()))
 
         # ------------------------------------------------------------------ services
+        def _service(self, name, fn):
+            """Service callback: the trainer yields while it runs; an unexpected error is a failed response."""
+            def run(req, resp):
+                try:
+                    with self._mapper_user():
+                        return fn(req, resp)
+                except Exception as e:  # noqa: BLE001 - answer, do not crash the node
+                    self.get_logger().error(f"{name} failed: {e}\n{traceback.format_exc()}")
+                    if hasattr(resp, "success"):
+                        resp.success = False
+                        resp.message = f"{name} failed: {type(e).__name__}: {e}"
+                    return resp
+            return run
+
         def _srv_query(self, req, resp):
             n = len(req.points)
             resp.success = False
@@ -521,6 +594,7 @@ def _make_node_class():
             with self._mapper_swap:
                 self.mapper = mapper
                 self._mesh_at_steps = self._voxels_at_steps = -1
+                self._mesher = None
             resp.success = True
             resp.message = f"loaded {path}"
             self.get_logger().info(resp.message)
@@ -531,6 +605,7 @@ def _make_node_class():
                 self.queue.clear()
                 self.mapper.reset()
                 self._mesh_at_steps = self._voxels_at_steps = -1
+                self._mesher = None
                 self._step_times.clear()
                 self.last_error = ""
             self.pub_mesh.publish(co.mesh_to_marker(_EmptyMesh(), self.map_frame, self._now_ns()))
@@ -544,6 +619,16 @@ def _make_node_class():
             res = self.set_parameters([Parameter("paused", Parameter.Type.BOOL, bool(req.data))])[0]
             resp.success = bool(res.successful)
             resp.message = ("paused" if req.data else "resumed") if res.successful else res.reason
+            if res.successful and req.data:
+                # answer once no training step is running, so the map stays as it is now
+                with self._users_lock:
+                    self._users -= 1  # this call must not hold the trainer back
+                try:
+                    if not self._idle.wait(timeout=10.0):
+                        resp.message = "paused (the running training step did not finish within 10 s)"
+                finally:
+                    with self._users_lock:
+                        self._users += 1
             return resp
 
         def _srv_get_map(self, req, resp):
@@ -582,6 +667,8 @@ def _make_node_class():
             return SetParametersResult(successful=True)
 
         def shutdown(self) -> None:
+            for t in list(self._product_timers.values()) + [self._runner]:
+                t.cancel()
             self._stop.set()
             self.queue.close()
             self._trainer.join(timeout=5.0)
@@ -606,39 +693,64 @@ def _points_array(points) -> np.ndarray:
 
 
 def _occupied_centres(grid) -> np.ndarray:
-    """Centres (N, 3) of the occupied voxels of an occupancy_grid_3d result."""
-    if hasattr(grid, "occupied_points"):
-        return np.asarray(grid.occupied_points(), dtype=np.float64).reshape(-1, 3)
-    occ = np.asarray(grid.data)
-    idx = np.argwhere(occ >= 100 if occ.dtype != bool else occ)
-    return np.asarray(grid.origin, dtype=np.float64) + (idx + 0.5) * float(grid.resolution)
+    """Centres (N, 3) of the occupied voxels (value 100) of an OccupancyGrid3D."""
+    occ = np.asarray(grid.data).reshape(-1) >= 100
+    if not occ.any():
+        return np.zeros((0, 3))
+    return grid.centers()[occ]
 
 
 def _esdf_points(es, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """(N, 3) cell centres at height z and (N,) distances of the observed cells of an EsdfSlice."""
+    """(N, 3) cell centres at height z and (N,) distances of the known cells of an EsdfSlice."""
     d = np.asarray(es.distance, dtype=np.float64)
     H, W = d.shape
     jj, ii = np.mgrid[0:H, 0:W]
     x = es.origin_xy[0] + (ii + 0.5) * es.resolution
     y = es.origin_xy[1] + (jj + 0.5) * es.resolution
     keep = np.isfinite(d)
-    if getattr(es, "observed", None) is not None:
-        keep &= np.asarray(es.observed, dtype=bool)
     pts = np.stack([x[keep], y[keep], np.full(int(keep.sum()), z)], axis=1)
     return pts, d[keep]
 
 
-def _sync_add(sync, stream: str, stamp_ns: int, data, msg) -> list:
-    """Push one converted message into ApproxSync; the Frames it completes."""
-    raise NotImplementedError
-
-
 def _sync_count(sync, kind: str) -> int:
-    return 0
+    st = sync.stats
+    if kind == "no_pose":
+        return int(st.dropped_no_pose)
+    return int(st.dropped_color + st.dropped_depth + st.dropped_overflow)
+
+
+def resize_nearest(img: np.ndarray, H: int, W: int) -> np.ndarray:
+    """Nearest-neighbour resize of (h, w, ...) to (H, W, ...) by pixel-centre sampling."""
+    h, w = img.shape[:2]
+    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return np.ascontiguousarray(img[rows][:, cols])
+
+
+def frame_from_synced(s) -> "Frame":
+    """SyncedSet of converted arrays (color (h,w,3) uint8, depth (H,W) m, info (K, (w,h)), T_WC) -> Frame.
+
+    Depth's intrinsics are used; a colour image of another size is resized to depth.
+    ValueError when the camera_info describes another size than the depth image.
+    """
+    from neural_mapping.frame import Frame, FrameError
+
+    rgb, depth = s.color, s.depth
+    K, (w_info, h_info) = s.info
+    H, W = depth.shape
+    if (w_info, h_info) != (0, 0) and (w_info, h_info) != (W, H):
+        raise ValueError(f"depth camera_info is for {w_info}x{h_info} but the depth image is {W}x{H}")
+    if rgb.shape[:2] != (H, W):
+        rgb = resize_nearest(rgb, H, W)
+    try:
+        return Frame(rgb=rgb, depth_m=depth, K=K, T_WC=s.T_WC, stamp_ns=int(s.stamp_ns))
+    except FrameError as e:
+        raise ValueError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     import rclpy
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
     rclpy.init(args=argv if argv is not None else sys.argv)
@@ -649,8 +761,12 @@ def main(argv: list[str] | None = None) -> int:
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
         node.get_logger().info("neural_mapper ready")
-        executor.spin()
-    except (StartupError, ConfigError) as e:
+        try:
+            executor.spin()
+        finally:
+            node.shutdown()
+            executor.shutdown(timeout_sec=5.0)
+    except (StartupError, ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
         print(f"mapper_node: error: {e}", file=sys.stderr)
         code = 2
     except (KeyboardInterrupt, ExternalShutdownException):
