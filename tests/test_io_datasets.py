@@ -174,3 +174,16 @@ def test_writers_refuse_mixed_cameras(seq, tmp_path):
     with pytest.raises(ValueError, match="different intrinsics"):
         write_3dmatch([seq.frames[0], other.frames[0]], tmp_path)
 
+
+
+def test_3dmatch_jpg_colour_and_7scenes_intrinsics(seq, tmp_path):
+    write_3dmatch(seq.frames[:2], tmp_path)
+    for p in tmp_path.glob("*.color.png"):
+        Image.open(p).save(p.with_suffix(".jpg"), quality=95)
+        p.unlink()
+    (tmp_path / "camera-intrinsics.txt").unlink()  # 7-Scenes ships none
+    src = open_source(tmp_path)
+    frames = list(src)
+    assert len(frames) == 2 and src.skipped == 0
+    assert np.allclose(frames[0].K, [[585, 0, 320], [0, 585, 240], [0, 0, 1]])
+    assert np.abs(frames[0].rgb.astype(int) - seq.frames[0].rgb).mean() < 5.0
