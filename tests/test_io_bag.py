@@ -244,3 +244,53 @@ def test_poses_from_tf_tree(tmp_path):
     T = buf.lookup("cam", "map", 5 * 10**7)
     assert np.allclose(T, np.linalg.inv(make_T(np.eye(3), [0.5, 0, 0]) @ T_base_cam))
     assert buf.lookup("map", "cam", 2 * 10**8) is None and buf.lookup("map", "nowhere", 0) is None
+
+
+def test_ros1_bag(seq, tmp_path):
+    """A ROS 1 .bag (bgr8 colour, 16UC1 depth, CameraInfo with upper-case K, PoseStamped) reads the same way."""
+    from rosbags.rosbag1 import Writer as Writer1
+    from rosbags.typesys import Stores, get_typestore
+
+    ts1 = get_typestore(Stores.ROS1_NOETIC)
+    R1 = ts1.types
+
+    def hdr(t, frame):
+        return R1["std_msgs/msg/Header"](seq=0, stamp=R1["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9),
+                                         frame_id=frame)
+
+    def img(t, arr, enc):
+        h, w = arr.shape[:2]
+        b = np.ascontiguousarray(arr).reshape(h, -1).view(np.uint8)
+        return R1["sensor_msgs/msg/Image"](header=hdr(t, "cam"), height=h, width=w, encoding=enc, is_bigendian=0,
+                                           step=b.shape[1], data=b.reshape(-1))
+
+    path = tmp_path / "old.bag"
+    with Writer1(path) as w:
+        types = {"/c": "sensor_msgs/msg/Image", "/d": "sensor_msgs/msg/Image", "/i": "sensor_msgs/msg/CameraInfo",
+                 "/p": "geometry_msgs/msg/PoseStamped"}
+        conns = {tp: w.add_connection(tp, ty, typestore=ts1) for tp, ty in types.items()}
+        for f in seq.frames[:3]:
+            t = f.stamp_ns
+            q = R_to_quat(f.T_WC[:3, :3])
+            p = f.T_WC[:3, 3]
+            msgs = {
+                "/p": R1["geometry_msgs/msg/PoseStamped"](header=hdr(t, "map"), pose=R1["geometry_msgs/msg/Pose"](
+                    position=R1["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=p[2]),
+                    orientation=R1["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))),
+                "/i": R1["sensor_msgs/msg/CameraInfo"](
+                    header=hdr(t, "cam"), height=f.height, width=f.width, distortion_model="", D=np.zeros(0),
+                    K=f.K.reshape(-1), R=np.eye(3).reshape(-1), P=np.zeros(12), binning_x=0, binning_y=0,
+                    roi=R1["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                               do_rectify=False)),
+                "/d": img(t, np.round(f.depth_m * 1000).astype(np.uint16), "16UC1"),
+                "/c": img(t, f.rgb[..., ::-1], "bgr8"),
+            }
+            for tp, m in msgs.items():
+                w.write(conns[tp], t, ts1.serialize_ros1(m, types[tp]))
+    src = open_source(path)
+    assert src.fmt == "bag"
+    frames = list(src)
+    assert len(frames) == 3
+    for a, b in zip(frames, seq.frames):
+        assert a.stamp_ns == b.stamp_ns and np.array_equal(a.rgb, b.rgb) and np.array_equal(a.K, b.K)
+        assert np.allclose(a.T_WC, b.T_WC, atol=1e-12) and np.abs(a.depth_m - b.depth_m).max() <= 0.0005 + 1e-6

@@ -1,7 +1,7 @@
 """rosbag2 bags (MCAP or sqlite3) read and written with ``rosbags``: no ROS runtime needed.
 
 Reading: a bag directory (metadata.yaml + storage files) or a bare ``.mcap``/``.db3``
-file. Topics are found by message type when unambiguous:
+file (a ROS 1 ``.bag`` file reads the same way). Topics are found by message type when unambiguous:
   color  sensor_msgs/Image with a colour encoding (rgb8, bgr8, rgba8, bgra8, mono8)
   depth  sensor_msgs/Image with a depth encoding (16UC1 mm, mono16, 32FC1 m)
   info   sensor_msgs/CameraInfo (with several, the one beside the depth topic, e.g.
@@ -153,8 +153,8 @@ def _open_reader(path: Path):
         else:
             raise InputError(f"{path}: several storage files and no metadata.yaml; name one of "
                              + ", ".join(f.name for f in files))
-    elif path.is_file() and path.suffix not in (".mcap", ".db3"):
-        raise InputError(f"{path}: not a bag (expected a bag directory, .mcap or .db3)")
+    elif path.is_file() and path.suffix not in (".mcap", ".db3", ".bag"):
+        raise InputError(f"{path}: not a bag (expected a rosbag2 directory, .mcap or .db3, or a ROS 1 .bag)")
     try:
         r = AnyReader([path], default_typestore=typestore())
         r.open()

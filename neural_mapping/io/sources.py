@@ -18,7 +18,7 @@ FORMATS = ("3dmatch", "replica", "tum", "bag")
 
 def is_bag(path: Path) -> bool:
     if path.is_file():
-        return path.suffix in (".mcap", ".db3")
+        return path.suffix in (".mcap", ".db3", ".bag")
     if path.is_dir():
         if (path / "metadata.yaml").is_file():
             return True
@@ -36,7 +36,7 @@ def detect(path: str | Path) -> str:
     if is_bag(p):
         return "bag"
     if p.is_file():
-        raise InputError(f"{p}: not a dataset folder or bag (expected a directory, .mcap or .db3)")
+        raise InputError(f"{p}: not a dataset folder or bag (expected a directory, .mcap, .db3 or .bag)")
     fmt = detect_format(p)
     if fmt is None:
         if not any(p.iterdir()):
