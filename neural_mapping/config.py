@@ -79,6 +79,7 @@ class EncodingConfig(_Group):
     hash_base_res: int = param(16, "hashgrid: coarsest grid resolution (cells across the bounds)", lo=2, hi=1024)
     hash_finest_m: float = param(0.02, "hashgrid: cell size of the finest level (m)", lo=1e-3, hi=1.0)
     hash_extent_m: float = param(8.0, "hashgrid: nominal extent (m) spanned by hash_base_res coarsest cells; also scales fourier inputs", lo=0.1, hi=1000.0)
+    fast_cpu_kernel: bool = param(True, "hashgrid: on CPU use the fused C++/OpenMP kernel when it is built (else, and on CUDA, pure PyTorch)")
     dir_encoding: str = param("sh", "View-direction encoding of colour heads", choices=("sh", "fourier", "none"))
     sh_degree: int = param(4, "sh: spherical-harmonics degree (bands 0..degree: 1..4 -> 4..25 coefficients)", lo=1, hi=4)
 

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from neural_mapping import hashgrid_ext
 from neural_mapping.config import EncodingConfig
 
 
@@ -113,7 +114,7 @@ class HashGridEncoding(Encoding):
     """
 
     def __init__(self, n_levels: int = 16, n_features: int = 2, log2_table: int = 17, base_res: int = 16,
-                 finest_m: float = 0.02, extent_m: float = 8.0, seed: int = 0):
+                 finest_m: float = 0.02, extent_m: float = 8.0, seed: int = 0, fast_cpu_kernel: bool = True):
         super().__init__()
         self.in_dim = 3
         self.n_levels = n_levels
@@ -134,6 +135,8 @@ class HashGridEncoding(Encoding):
         self.n_dense = sum(1 for c in cells if self.dense_res * c >= extent_m)
         g = torch.Generator().manual_seed(seed)
         self.table = nn.Parameter((torch.rand(n_levels * self.table_size, n_features, generator=g) * 2 - 1) * 1e-4)
+        #: on CPU tensors, use the fused C++ kernel of neural_mapping.hashgrid_ext when it is built
+        self.fast_cpu_kernel = fast_cpu_kernel
         self.register_buffer("level_offset", torch.arange(n_levels, dtype=torch.long) * self.table_size, persistent=False)
         self.register_buffer("corners", _CORNERS.clone(), persistent=False)
 
@@ -156,7 +159,13 @@ class HashGridEncoding(Encoding):
             parts.append(h & (T - 1))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
+    def encode_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detached features (N, L*F) and d features / dx (N, L*F, 3) per metre, analytic (fast queries)."""
+        return hashgrid_ext.encode_with_jacobian(self, x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3) metres -> (N, L*F)
+        if self.fast_cpu_kernel and x.device.type == "cpu" and hashgrid_ext.available():
+            return hashgrid_ext.encode(self, x)  # same math, tested equal in tests/test_hashgrid_ext.py
         N = x.shape[0]
         xs = x[:, None, :].float() * self.inv_cell[None, :, None]  # (N, L, 3) in cells
         x0 = torch.floor(xs)
@@ -224,7 +233,8 @@ def position_encoding(cfg: EncodingConfig, seed: int = 0) -> Encoding:
     """The position encoding selected by ``cfg.kind`` (inputs in metres)."""
     if cfg.kind == "hashgrid":
         return HashGridEncoding(cfg.hash_levels, cfg.hash_features, cfg.hash_log2_table, cfg.hash_base_res,
-                                cfg.hash_finest_m, cfg.hash_extent_m, seed=seed)
+                                cfg.hash_finest_m, cfg.hash_extent_m, seed=seed,
+                                fast_cpu_kernel=cfg.fast_cpu_kernel)
     if cfg.kind == "fourier":
         # positions in metres: scale so one unit spans the nominal extent
         return FourierEncoding(3, cfg.fourier_freqs, scale=2.0 / cfg.hash_extent_m)

@@ -11,6 +11,8 @@ fast path is tested against. CUDA tensors never come here.
 Public API
   load() -> module | None                 the compiled extension (cached; thread-safe)
   available() -> bool
+  no_table_grad()                         context: the fast path treats hash tables as constants
+                                          (gradient queries w.r.t. positions skip the table scatter)
   GridSpec.of(encoding)                   the static description of a HashGridEncoding
   hashgrid_encode(x, table, spec)         (N, 3) -> (N, L*F), differentiable w.r.t. x and table,
                                           twice (eikonal losses), except d2/dx2 (returned as zero)
@@ -26,6 +28,7 @@ import os
 import shutil
 import sys
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -209,9 +212,28 @@ def hashgrid_encode(x: torch.Tensor, table: torch.Tensor, spec: GridSpec) -> tor
     return _HashGridFn.apply(x.float().contiguous(), table, spec)
 
 
+_tls = threading.local()
+
+
+@contextmanager
+def no_table_grad():
+    """Within this context (this thread), :func:`encode` uses the hash tables as constants.
+
+    For gradient queries w.r.t. positions: autograd then never builds nor computes the table
+    gradient (a scatter over the whole table that a query would throw away).
+    """
+    prev = getattr(_tls, "frozen", False)
+    _tls.frozen = True
+    try:
+        yield
+    finally:
+        _tls.frozen = prev
+
+
 def encode(enc, x: torch.Tensor) -> torch.Tensor:
     """HashGridEncoding forward through the kernel: (N, 3) -> (N, L*F)."""
-    return hashgrid_encode(x, enc.table, GridSpec.of(enc))
+    table = enc.table.detach() if getattr(_tls, "frozen", False) else enc.table
+    return hashgrid_encode(x, table, GridSpec.of(enc))
 
 
 # ----------------------------------------------------------------------------- features + jacobian

@@ -24,6 +24,7 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -109,6 +110,7 @@ void check_inputs(const torch::Tensor& x, const torch::Tensor& table, const torc
 }
 
 constexpr int64_t kGrain = 1024;
+constexpr int64_t kBlock = 256;
 
 // ---------------------------------------------------------------------------------------- forward
 
@@ -121,33 +123,37 @@ void forward_impl(const Grid& g, const float* x, const float* table, int64_t F_r
     int64_t idx[8];
     float w[8];
     float dw[8][3];
-    for (int64_t n = n0; n < n1; ++n) {
-      const float* p = x + 3 * n;
+    // level-major inside blocks of points: one level's table rows stay in cache across the block
+    for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {
+      const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
-        float* o = out + n * LF + l * F;
-        if (jac) {
-          corners<true>(g, l, p, idx, w, dw);
-          float* J = jac + (n * LF + l * F) * 3;
-          for (int64_t k = 0; k < F; ++k) {
-            float acc = 0.f, j0 = 0.f, j1 = 0.f, j2 = 0.f;
-            for (int c = 0; c < 8; ++c) {
-              const float t = table[idx[c] * F + k];
-              acc += w[c] * t;
-              j0 += dw[c][0] * t;
-              j1 += dw[c][1] * t;
-              j2 += dw[c][2] * t;
+        for (int64_t n = b0; n < b1; ++n) {
+          const float* p = x + 3 * n;
+          float* o = out + n * LF + l * F;
+          if (jac) {
+            corners<true>(g, l, p, idx, w, dw);
+            float* J = jac + (n * LF + l * F) * 3;
+            for (int64_t k = 0; k < F; ++k) {
+              float acc = 0.f, j0 = 0.f, j1 = 0.f, j2 = 0.f;
+              for (int c = 0; c < 8; ++c) {
+                const float t = table[idx[c] * F + k];
+                acc += w[c] * t;
+                j0 += dw[c][0] * t;
+                j1 += dw[c][1] * t;
+                j2 += dw[c][2] * t;
+              }
+              o[k] = acc;
+              J[3 * k] = j0;
+              J[3 * k + 1] = j1;
+              J[3 * k + 2] = j2;
             }
-            o[k] = acc;
-            J[3 * k] = j0;
-            J[3 * k + 1] = j1;
-            J[3 * k + 2] = j2;
-          }
-        } else {
-          corners<false>(g, l, p, idx, w, nullptr);
-          for (int64_t k = 0; k < F; ++k) {
-            float acc = 0.f;
-            for (int c = 0; c < 8; ++c) acc += w[c] * table[idx[c] * F + k];
-            o[k] = acc;
+          } else {
+            corners<false>(g, l, p, idx, w, nullptr);
+            for (int64_t k = 0; k < F; ++k) {
+              float acc = 0.f;
+              for (int c = 0; c < 8; ++c) acc += w[c] * table[idx[c] * F + k];
+              o[k] = acc;
+            }
           }
         }
       }
@@ -208,22 +214,26 @@ torch::Tensor input_grad(torch::Tensor x, torch::Tensor table, torch::Tensor gou
     int64_t idx[8];
     float w[8];
     float dw[8][3];
-    for (int64_t n = n0; n < n1; ++n) {
-      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+    for (int64_t n = n0; n < n1; ++n) op[3 * n] = op[3 * n + 1] = op[3 * n + 2] = 0.f;
+    for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {  // level-major inside blocks (cache)
+      const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
-        corners<true>(g, l, xp + 3 * n, idx, w, dw);
-        const float* gk = gp + n * LF + l * F;
-        for (int c = 0; c < 8; ++c) {
-          float s = 0.f;  // sum_k g_k table[idx_c, k]
-          for (int64_t k = 0; k < F; ++k) s += gk[k] * tp[idx[c] * F + k];
-          a0 += dw[c][0] * s;
-          a1 += dw[c][1] * s;
-          a2 += dw[c][2] * s;
+        for (int64_t n = b0; n < b1; ++n) {
+          corners<true>(g, l, xp + 3 * n, idx, w, dw);
+          const float* gk = gp + n * LF + l * F;
+          float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+          for (int c = 0; c < 8; ++c) {
+            float s = 0.f;  // sum_k g_k table[idx_c, k]
+            for (int64_t k = 0; k < F; ++k) s += gk[k] * tp[idx[c] * F + k];
+            a0 += dw[c][0] * s;
+            a1 += dw[c][1] * s;
+            a2 += dw[c][2] * s;
+          }
+          op[3 * n] += a0;
+          op[3 * n + 1] += a1;
+          op[3 * n + 2] += a2;
         }
       }
-      op[3 * n] = a0;
-      op[3 * n + 1] = a1;
-      op[3 * n + 2] = a2;
     }
   });
   return gx;
@@ -247,15 +257,18 @@ torch::Tensor jvp(torch::Tensor x, torch::Tensor table, torch::Tensor v, torch::
     int64_t idx[8];
     float w[8];
     float dw[8][3];
-    for (int64_t n = n0; n < n1; ++n) {
-      const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
+    for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {  // level-major inside blocks (cache)
+      const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
-        corners<true>(g, l, xp + 3 * n, idx, w, dw);
-        float* o = op + n * LF + l * F;
-        for (int64_t k = 0; k < F; ++k) o[k] = 0.f;
-        for (int c = 0; c < 8; ++c) {
-          const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
-          for (int64_t k = 0; k < F; ++k) o[k] += d * tp[idx[c] * F + k];
+        for (int64_t n = b0; n < b1; ++n) {
+          const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
+          corners<true>(g, l, xp + 3 * n, idx, w, dw);
+          float* o = op + n * LF + l * F;
+          for (int64_t k = 0; k < F; ++k) o[k] = 0.f;
+          for (int c = 0; c < 8; ++c) {
+            const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
+            for (int64_t k = 0; k < F; ++k) o[k] += d * tp[idx[c] * F + k];
+          }
         }
       }
     }
