@@ -68,6 +68,15 @@ if [ ! -f "$VENV/.pkg-stamp" ] || [ setup.py -nt "$VENV/.pkg-stamp" ] || [ setup
   "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
   touch "$VENV/.pkg-stamp"
 fi
+# --- fused hash-grid CPU kernel (optional: if it cannot build, pure PyTorch is used) ---
+if [ ! -f "$VENV/.ext-stamp" ] || [ neural_mapping/csrc/hashgrid.cpp -nt "$VENV/.ext-stamp" ] || [ neural_mapping/hashgrid_ext.py -nt "$VENV/.ext-stamp" ]; then
+  echo "[setup] compiling the hash-grid CPU kernel (about a minute, once)"
+  if "$PY" -c "import sys; from neural_mapping import hashgrid_ext as h; sys.exit(h.load() is None)"; then
+    touch "$VENV/.ext-stamp"
+  else
+    echo "[setup] WARNING: hash-grid CPU kernel not built; the pure-PyTorch path will be used"
+  fi
+fi
 # Where `ros2 run` / launch look for executables, and the ament index entry.
 mkdir -p "$PREFIX/lib/neural_mapping" "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/neural_mapping"
 for exe in mapper_node neural-mapping; do
