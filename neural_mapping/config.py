@@ -133,7 +133,7 @@ class TrainConfig(_Group):
     w_free: float = param(10.0, "Weight of the free-space loss in front of the band", lo=0.0)
     w_eikonal: float = param(0.0, "Weight of the eikonal loss (|grad| = 1)", lo=0.0)
     w_depth: float = param(0.1, "Weight of the rendered depth loss", lo=0.0)
-    w_color: float = param(5.0, "Weight of the colour loss", lo=0.0)
+    w_color: float = param(50.0, "Weight of the colour loss", lo=0.0)
     latest_frame_fraction: float = param(0.3, "Fraction of rays taken from the latest frame", lo=0.0, hi=1.0)
     steps_per_frame: int = param(5, "Offline runner: training steps after each frame when not --realtime", lo=0, hi=10000)
     seed: int = param(0, "Random seed", lo=0)

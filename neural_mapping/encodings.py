@@ -70,15 +70,14 @@ class GaussianEncoding(Encoding):
 # ----------------------------------------------------------------------------- hash grid
 
 _PRIMES = (1, 2654435761, 805459861)
-_CORNERS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], dtype=torch.long)  # (8, 3) as (x,y,z)
 
 
 class _GatherInterp(torch.autograd.Function):
     """out[n, l, :] = sum_c w[n, l, c] * table[idx[n, l, c], :].
 
     table (L*T, F), idx (N, L, 8) long, w (N, L, 8) -> (N, L, F).
-    The backward scatters with ``index_add`` (no embedding backward) and is itself
-    differentiable, so eikonal losses (double backward) work.
+    The backward scatters with ``bincount`` (or ``index_add`` when a graph of the backward is
+    being built, so eikonal losses can differentiate it); no embedding backward.
     """
 
     @staticmethod
@@ -94,8 +93,14 @@ class _GatherInterp(torch.autograd.Function):
         table, idx, w = ctx.saved_tensors
         grad_table = grad_w = None
         if ctx.needs_input_grad[0]:
-            src = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, table.shape[1])
-            grad_table = torch.zeros_like(table).index_add_(0, idx.reshape(-1), src)
+            src = (w[..., None] * grad_out[:, :, None, :]).reshape(-1, table.shape[1])  # (N*L*8, F)
+            flat = idx.reshape(-1)
+            if torch.is_grad_enabled():  # double backward: keep the scatter differentiable
+                grad_table = torch.zeros_like(table).index_add(0, flat, src)
+            else:  # bincount: measured ~4x faster than index_add_ on CPU
+                M = table.shape[0]
+                grad_table = torch.stack([torch.bincount(flat, src[:, j], minlength=M) for j in range(src.shape[1])], 1)
+                grad_table = grad_table.to(table.dtype)
         if ctx.needs_input_grad[2]:
             N, L, C = idx.shape
             g = table.index_select(0, idx.reshape(-1)).view(N, L, C, -1)
@@ -138,26 +143,46 @@ class HashGridEncoding(Encoding):
         #: on CPU tensors, use the fused C++ kernel of neural_mapping.hashgrid_ext when it is built
         self.fast_cpu_kernel = fast_cpu_kernel
         self.register_buffer("level_offset", torch.arange(n_levels, dtype=torch.long) * self.table_size, persistent=False)
-        self.register_buffer("corners", _CORNERS.clone(), persistent=False)
+        self.register_buffer("offsets01", torch.tensor([0, 1], dtype=torch.long), persistent=False)
+        self.register_buffer("primes", torch.tensor(_PRIMES, dtype=torch.long)[:, None], persistent=False)
+        R = self.dense_res
+        self.register_buffer("dense_mult", torch.tensor([1, R, R * R], dtype=torch.long)[:, None], persistent=False)
 
     @property
     def cell_sizes(self) -> torch.Tensor:
         return 1.0 / self.inv_cell
 
-    def corner_index(self, ic: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
-        """Table row (within a level) of integer grid corners ic (N, L, 8, 3) -> (N, L, 8)."""
-        T = self.table_size
+    def _axis_keys(self, i0: torch.Tensor) -> torch.Tensor:
+        """Per-axis index terms of both corners of each cell: i0 (N, L, 3) long -> (N, L, 3, 2).
+
+        Dense levels: (i mod R) * R^axis; hashed levels: i * prime[axis]. The table row of a
+        corner is the sum (dense) or xor (hashed) of its three terms.
+        """
         Ld = self.n_dense
+        ii = i0[..., None] + self.offsets01  # (N, L, 3, 2)
         parts = []
         if Ld > 0:
             R = self.dense_res
-            c = torch.remainder(ic[:, :Ld], R)
-            parts.append(c[..., 0] + R * (c[..., 1] + R * c[..., 2]))
+            parts.append(torch.remainder(ii[:, :Ld], R) * self.dense_mult)
         if Ld < self.n_levels:
-            c = ic[:, Ld:]
-            h = (c[..., 0] * _PRIMES[0]) ^ (c[..., 1] * _PRIMES[1]) ^ (c[..., 2] * _PRIMES[2])
-            parts.append(h & (T - 1))
+            parts.append(ii[:, Ld:] * self.primes)
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def corner_rows(self, i0: torch.Tensor) -> torch.Tensor:
+        """Table rows (global, level offset included) of the 8 corners: i0 (N, L, 3) -> (N, L, 8).
+
+        Corner c has bits (bx, by, bz) = (c >> 2 & 1, c >> 1 & 1, c & 1).
+        """
+        k = self._axis_keys(i0)  # (N, L, 3, 2)
+        kx, ky, kz = k[:, :, 0, :, None, None], k[:, :, 1, None, :, None], k[:, :, 2, None, None, :]
+        Ld = self.n_dense
+        rows = []
+        if Ld > 0:
+            rows.append((kx[:, :Ld] + ky[:, :Ld] + kz[:, :Ld]).flatten(2))
+        if Ld < self.n_levels:
+            rows.append(((kx[:, Ld:] ^ ky[:, Ld:] ^ kz[:, Ld:]) & (self.table_size - 1)).flatten(2))
+        r = rows[0] if len(rows) == 1 else torch.cat(rows, dim=1)
+        return r + self.level_offset[None, :, None]
 
     def encode_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Detached features (N, L*F) and d features / dx (N, L*F, 3) per metre, analytic (fast queries)."""
@@ -170,13 +195,9 @@ class HashGridEncoding(Encoding):
         xs = x[:, None, :].float() * self.inv_cell[None, :, None]  # (N, L, 3) in cells
         x0 = torch.floor(xs)
         f = xs - x0  # (N, L, 3) in [0, 1)
-        i0 = x0.long()
-        ic = i0[:, :, None, :] + self.corners[None, None]  # (N, L, 8, 3)
-        idx = self.corner_index(ic) + self.level_offset[None, :, None]  # (N, L, 8)
-        cb = self.corners.to(f.dtype)  # (8, 3)
-        # trilinear weight: prod over axes of f (corner bit 1) or 1 - f (bit 0)
-        wa = f[:, :, None, :] * cb + (1 - f[:, :, None, :]) * (1 - cb)  # (N, L, 8, 3)
-        w = wa[..., 0] * wa[..., 1] * wa[..., 2]  # (N, L, 8)
+        idx = self.corner_rows(x0.long())  # (N, L, 8)
+        wa = torch.stack([1 - f, f], dim=-1)  # (N, L, 3, 2): weight of bit 0 / bit 1 per axis
+        w = (wa[:, :, 0, :, None, None] * wa[:, :, 1, None, :, None] * wa[:, :, 2, None, None, :]).flatten(2)
         out = _GatherInterp.apply(self.table, idx, w)  # (N, L, F)
         return out.reshape(N, self.out_dim)
 

@@ -270,7 +270,9 @@ class Mapper:
         dirs = (b.dirs_W / dn[:, None])[:, None, :].expand(R, S, 3).reshape(-1, 3)
         out = self.field(pts, dirs)
         dens = out.value.view(R, S)
-        w = rd.weights_from_alpha(rd.alpha_from_density(dens, t, dn))  # (R, S)
+        alpha = rd.alpha_from_density(dens, t, dn)
+        alpha = torch.cat([alpha[:, :-1], torch.zeros_like(alpha[:, :1])], 1)  # as in render: no infinite last bin
+        w = rd.weights_from_alpha(alpha)  # (R, S)
         col = rd.composite(w, out.color.view(R, S, 3))
         d_pred = rd.composite(w, t)
         l_col = color_loss(col, b.rgb)

@@ -38,7 +38,7 @@ def sample_pdf(t_mid: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool
     if perturb:
         u = torch.rand(R, n, device=t_mid.device, dtype=t_mid.dtype)
     else:
-        u = torch.linspace(0.0, 1.0, n, device=t_mid.device, dtype=t_mid.dtype).expand(R, n).contiguous()
+        u = ((torch.arange(n, device=t_mid.device, dtype=t_mid.dtype) + 0.5) / n).expand(R, n).contiguous()
     idx = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, cdf.shape[1] - 1)
     c0, c1 = torch.gather(cdf, 1, idx - 1), torch.gather(cdf, 1, idx)
     b0, b1 = torch.gather(t_mid, 1, idx - 1), torch.gather(t_mid, 1, idx)

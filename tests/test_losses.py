@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from neural_mapping.config import TrainConfig
+from neural_mapping.losses import (color_loss, depth_loss, eikonal_loss, free_space_loss, psnr, sdf_band_loss,
+                                   weighted_total)
+
+
+def test_sdf_band_loss_by_hand():
+    # depth 2.0, truncation 0.1: samples at 1.95 (target .05), 2.08 (target -.08) in band; 1.5 and 2.5 outside
+    t = torch.tensor([[1.5, 1.95, 2.08, 2.5]])
+    sdf = torch.tensor([[9.0, 0.10, -0.10, 9.0]])
+    got = sdf_band_loss(sdf, t, torch.tensor([2.0]), 0.1)
+    want = ((0.10 - 0.05) ** 2 + (-0.10 + 0.08) ** 2) / 2
+    assert float(got) == pytest.approx(want, rel=1e-4)
+
+
+def test_free_space_loss_by_hand():
+    # depth 2.0, tr 0.1, |dir| = 1.5; samples at 1.0 (ahead 1.0, bound 1.5) and 1.8 (ahead .2, bound .3)
+    t = torch.tensor([[1.0, 1.8, 1.97]])
+    sdf = torch.tensor([[2.0, 0.05, 5.0]])  # 1st above its bound by .5; 2nd below tr by .05; 3rd in band: ignored
+    got = free_space_loss(sdf, t, torch.tensor([2.0]), 0.1, torch.tensor([1.5]))
+    assert float(got) == pytest.approx((0.5**2 + 0.05**2) / 2, rel=1e-4)
+    ok = free_space_loss(torch.tensor([[1.0, 0.2, 0.0]]), t, torch.tensor([2.0]), 0.1, torch.tensor([1.5]))
+    assert float(ok) == 0.0
+
+
+def test_eikonal_depth_color_psnr_by_hand():
+    g = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 1.0]])
+    assert float(eikonal_loss(g)) == pytest.approx((4.0**2 + 0.0) / 2)
+    assert float(depth_loss(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.5, 2.0, 0.0]),
+                            torch.tensor([True, True, False]))) == pytest.approx(0.25)
+    assert float(color_loss(torch.tensor([[1.0, 0, 0]]), torch.tensor([[0.0, 0, 0]]))) == pytest.approx(1 / 3)
+    assert psnr(0.01) == pytest.approx(20.0)
+
+
+def test_weighted_total_uses_config_weights():
+    cfg = TrainConfig(w_sdf=10.0, w_free=2.0, w_color=0.0)
+    tot, terms = weighted_total(cfg, sdf=torch.tensor(0.5), free=torch.tensor(0.25), color=torch.tensor(7.0))
+    assert float(tot) == pytest.approx(10 * 0.5 + 2 * 0.25)
+    assert terms.sdf == 0.5 and terms.free == 0.25 and terms.color == 7.0 and terms.depth == 0.0
+    with pytest.raises(ValueError):
+        weighted_total(cfg, color=torch.tensor(1.0))
