@@ -118,7 +118,7 @@ class Coverage:
         unit_W = dirs_W / np.linalg.norm(dirs_W, axis=1, keepdims=True)
 
         self.n_updates += 1
-        step = 0.5 * self.voxel_m
+        step = 0.7 * self.voxel_m  # < one voxel: a ray crossing a voxel face-on always samples it
         free_len = np.where(hit, ray_len - 0.5 * self.voxel_m, ray_len)  # stop short of the surface voxel
         n_k = np.maximum(np.floor(free_len / step).astype(np.int64) + 1, 0)
         n_k[free_len < 0] = 0
@@ -127,7 +127,13 @@ class Coverage:
         end_idx = self.voxel_index(np.vstack([o_W[None], pts_W]))
         self._grow(end_idx.min(0), end_idx.max(0))
 
-        # free space, in chunks of rays to bound memory (~4 M samples at a time)
+        # free space, in chunks of rays to bound memory (~4 M samples at a time); float32 sample
+        # positions in voxel units relative to the volume origin, flattened straight to indices
+        o_loc = (o_W / self.voxel_m - self._origin).astype(np.float32)  # (3,)
+        u_loc = (unit_W / self.voxel_m).astype(np.float32)  # (R, 3) voxels per metre of ray
+        X, Y, Z = self._state.shape
+        flat_state = self._state.reshape(-1)
+        flat_stamp = self._stamp.reshape(-1)
         chunk_samples = 1 << 22
         start = 0
         csum = np.cumsum(n_k)
@@ -140,10 +146,12 @@ class Coverage:
             if m:
                 ray = np.repeat(np.arange(start, stop), nk)  # (m,)
                 first = np.repeat(np.cumsum(nk) - nk, nk)
-                k = np.arange(m) - first  # (m,) sample number along its ray
-                s = k * step  # (m,) metres from the camera centre
-                p = o_W + unit_W[ray] * s[:, None]  # (m, 3)
-                self._mark(self.voxel_index(p), FREE)
+                s_m = ((np.arange(m) - first) * step).astype(np.float32)  # (m,) metres from the camera
+                li = np.floor(o_loc + u_loc[ray] * s_m[:, None]).astype(np.int64)  # (m, 3) local voxel
+                np.clip(li, 0, [X - 1, Y - 1, Z - 1], out=li)  # float rounding at the volume's faces
+                flat = (li[:, 0] * Y + li[:, 1]) * Z + li[:, 2]
+                flat_state[flat] |= FREE
+                flat_stamp[flat] = self.n_updates
             start = stop
         self._mark(surf_idx, SURFACE)
         self._bounds_valid = False

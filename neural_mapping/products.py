@@ -64,7 +64,8 @@ def query_field(mapper, pts_W: np.ndarray, want_gradient: bool = False, want_col
     with _lock(mapper):
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
-            r = mapper.query(np.ascontiguousarray(pts_W[a:b], dtype=np.float32), want_gradient=want_gradient,
+            # a private writable float32 copy of the chunk (inputs may be read-only memory maps)
+            r = mapper.query(np.array(pts_W[a:b], dtype=np.float32, copy=True), want_gradient=want_gradient,
                              want_color=want_color, chunk=chunk)
             out.sdf[a:b] = r.sdf
             out.occupancy[a:b] = r.occupancy
@@ -313,12 +314,12 @@ class MeshExtractor:
         m, v, T = self.mapper, self.voxel_m, self.tile_cells
         is_sdf = _field_kind(m) == "sdf"
         surf_boxes = None if is_sdf else _ObservedBoxes(m.coverage, dilate=1, surface_only=True)
-        # ---- coarse to fine: cells of size s voxels, absolute integer index c (cell spans [c*s, (c+1)*s) voxels)
+        # ---- coarse to fine, down to cells of 2 voxels: cells of size s voxels with absolute
+        # integer index c span voxels [c*s, (c+1)*s). Cells are not clipped to the bounds (only
+        # tiles are), so a tile's mesh depends on the coverage alone and stays valid as bounds grow.
         cells = tiles.copy()
         s = T
         while True:
-            # cells are not clipped to the bounds (only tiles are), so a tile's mesh depends on
-            # the coverage alone and stays valid when the bounds grow
             c_lo = cells * s * v
             c_hi = (cells + 1) * s * v
             keep = boxes.any_in_boxes(c_lo, c_hi)
@@ -330,46 +331,58 @@ class MeshExtractor:
                 val = _values(m, centers)
                 stats.points_queried += len(centers)
                 cells = cells[np.abs(val) <= self.safety * 0.5 * math.sqrt(3.0) * s * v]
-            if s == 1 or len(cells) == 0:
+            if s <= 2 or len(cells) == 0:
                 break
             cells = (cells[:, None, :] * 2 + _CORNERS[None]).reshape(-1, 3)
             s //= 2
-        # ---- the surviving voxels: their centres must be observed (dilated), then corner values
-        if len(cells):
-            cells = cells[boxes.contains((cells + 0.5) * v)]
         for k in _pack(tiles).tolist():  # computed now; empty unless a surface is found below
             self._tiles[k] = _TileMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
         if len(cells) == 0:
             return
-        corner_keys = _pack((cells[:, None, :] + _CORNERS[None]).reshape(-1, 3))
-        ukeys, inv = np.unique(corner_keys, return_inverse=True)
-        uvals = _values(m, _unpack(ukeys) * v)
-        stats.points_queried += len(ukeys)
-        cvals = uvals[inv].reshape(-1, 8)  # (M, 8) value at each voxel's corners
-        tile_of = np.floor_divide(cells, T)
-        order = np.lexsort((tile_of[:, 2], tile_of[:, 1], tile_of[:, 0]))
-        tkeys = _pack(tile_of)[order]
-        splits = np.flatnonzero(np.diff(tkeys)) + 1
-        new_verts = []
+        # ---- the voxels of the surviving cells whose centres are observed (dilated coverage)
+        sub = _CORNERS if s == 2 else np.zeros((1, 3), np.int64)
+        vox = (cells[:, None, :] * s + sub[None]).reshape(-1, 3)
+        vox = vox[boxes.contains((vox + 0.5) * v)]
+        if len(vox) == 0:
+            return
+        # ---- per tile: mark the corners the voxels need in a dense (T+1)^3 grid, query them all
+        # at once (only tile faces are evaluated twice), then marching cubes with a voxel mask
+        tile_of = np.floor_divide(vox, T)
+        utk, tinv = np.unique(_pack(tile_of), return_inverse=True)
+        utiles = _unpack(utk)
+        local = vox - tile_of * T  # (M, 3) in [0, T)
+        order = np.argsort(tinv, kind="stable")
+        bounds_in_order = np.searchsorted(tinv[order], np.arange(len(utiles) + 1))
         off = _mc_mask_offset()
-        for grp in np.split(order, splits):
-            t = tile_of[grp[0]]
-            local = cells[grp] - t * T  # (g, 3) in [0, T)
-            vol = np.ones((T + 1,) * 3, np.float32)
-            mask = np.zeros((T + 1,) * 3, bool)
-            corners = (local[:, None, :] + _CORNERS[None]).reshape(-1, 3)
-            vol[corners[:, 0], corners[:, 1], corners[:, 2]] = cvals[grp].reshape(-1)
-            ml = local + off
-            mask[ml[:, 0], ml[:, 1], ml[:, 2]] = True
-            try:
-                verts, faces, _, _ = marching_cubes(vol, level=0.0, mask=mask, allow_degenerate=False,
-                                                    gradient_direction="descent")
-            except (RuntimeError, ValueError):  # no crossing in this tile
-                continue
-            verts_W = (verts.astype(np.float64) + t * T) * v
-            tm = _TileMesh(verts_W, faces.astype(np.int64), None)
-            self._tiles[int(_pack(t[None])[0])] = tm
-            new_verts.append(tm)
+        batch = max(1, (1 << 22) // (T + 1) ** 3)  # ~4 M grid points per batch bounds memory
+        new_verts = []
+        for start in range(0, len(utiles), batch):
+            nb = min(batch, len(utiles) - start)
+            rows = order[bounds_in_order[start]:bounds_in_order[start + nb]]
+            slot = tinv[rows] - start
+            loc = local[rows]
+            need = np.zeros((nb, T + 1, T + 1, T + 1), bool)
+            for c in _CORNERS:
+                need[slot, loc[:, 0] + c[0], loc[:, 1] + c[1], loc[:, 2] + c[2]] = True
+            si, i, j, k = np.nonzero(need)
+            pts = (utiles[start + si] * T + np.stack([i, j, k], 1)) * v
+            vol = np.ones(need.shape, np.float32)
+            vol[si, i, j, k] = _values(m, pts)
+            stats.points_queried += len(pts)
+            del need, pts
+            mask = np.zeros(vol.shape, bool)
+            mask[slot, loc[:, 0] + off, loc[:, 1] + off, loc[:, 2] + off] = True
+            for bi in range(nb):
+                t = utiles[start + bi]
+                try:
+                    verts, faces, _, _ = marching_cubes(vol[bi], level=0.0, mask=mask[bi], allow_degenerate=False,
+                                                        gradient_direction="descent")
+                except (RuntimeError, ValueError):  # no crossing in this tile
+                    continue
+                verts_W = (verts.astype(np.float64) + t * T) * v
+                tm = _TileMesh(verts_W, faces.astype(np.int64), None)
+                self._tiles[int(utk[start + bi])] = tm
+                new_verts.append(tm)
         if self.color and new_verts:
             allv = np.vstack([tm.verts_W for tm in new_verts])
             col = query_field(m, allv, want_color=True).color
@@ -553,13 +566,21 @@ def _lattice(lo: np.ndarray, hi: np.ndarray, res: float):
     return i0 * res, n
 
 
-def _classify(mapper, pts_W: np.ndarray, res: float, boxes: _ObservedBoxes, chunk: int = 1 << 18) -> np.ndarray:
+class _Known:
+    """Where occupancy may be decided: free needs an observed voxel; occupied may also lie in
+    the one-voxel shell around observed space (the layer just behind an observed surface)."""
+
+    def __init__(self, coverage) -> None:
+        self.seen = _ObservedBoxes(coverage, dilate=0)
+        self.shell = _ObservedBoxes(coverage, dilate=1)
+
+
+def _classify(mapper, pts_W: np.ndarray, res: float, known: _Known, chunk: int = 1 << 18) -> np.ndarray:
     """(N,) int8 cell state for cell centres (N, 3) of size ``res``."""
     cfg_occ = getattr(getattr(mapper, "cfg", None), "occupancy", None)
     thr = float(getattr(cfg_occ, "occupied_sdf_m", 0.0)) + 0.5 * res
     out = np.full(len(pts_W), UNKNOWN_CELL, np.int8)
-    known = boxes.contains(pts_W)
-    idx = np.flatnonzero(known)
+    idx = np.flatnonzero(known.shell.contains(pts_W))
     if len(idx) == 0:
         return out
     r = query_field(mapper, pts_W[idx], chunk=chunk)
@@ -567,17 +588,19 @@ def _classify(mapper, pts_W: np.ndarray, res: float, boxes: _ObservedBoxes, chun
         occ = r.sdf < thr
     else:
         occ = r.occupancy >= 0.5
-    out[idx] = np.where(occ, OCCUPIED_CELL, FREE_CELL).astype(np.int8)
+    seen = known.seen.contains(pts_W[idx])
+    out[idx] = np.where(occ, OCCUPIED_CELL, np.where(seen, FREE_CELL, UNKNOWN_CELL)).astype(np.int8)
     return out
 
 
 def occupancy_grid_3d(mapper, resolution: float | None = None, bounds=None) -> OccupancyGrid3D:
     """3D voxels occupied / free / unknown at ``resolution`` (default cfg.occupancy.resolution_m).
 
-    A voxel is known when its centre lies in an observed coverage voxel (dilated by one
-    coverage voxel so the thin layer just behind an observed surface counts); known voxels
-    are occupied when the field puts the centre within half a voxel of the surface or
-    inside it (sdf < occupancy.occupied_sdf_m + res/2), else free.
+    Occupied when the field puts the centre within half a voxel of the surface or inside
+    it (sdf < occupancy.occupied_sdf_m + res/2; occupancy >= 0.5 for nerf maps) and the
+    centre lies in an observed coverage voxel or the one-voxel shell around them (the
+    layer just behind an observed surface); free only when the centre lies in an
+    observed voxel and the field says free; unknown otherwise.
     """
     res = float(resolution if resolution is not None else mapper.cfg.occupancy.resolution_m)
     with _lock(mapper):
@@ -585,8 +608,8 @@ def occupancy_grid_3d(mapper, resolution: float | None = None, bounds=None) -> O
         if b is None:
             return OccupancyGrid3D(np.full((0, 0, 0), UNKNOWN_CELL, np.int8), np.zeros(3), res)
         origin, n = _lattice(b[0], b[1], res)
-        boxes = _ObservedBoxes(mapper.coverage, dilate=1)
-        data = _classify(mapper, _centers(origin, res, tuple(n)), res, boxes).reshape(tuple(n))
+        known = _Known(mapper.coverage)
+        data = _classify(mapper, _centers(origin, res, tuple(n)), res, known).reshape(tuple(n))
     return OccupancyGrid3D(data, origin, res)
 
 
@@ -614,12 +637,12 @@ def occupancy_slice_2d(mapper, z_min: float, z_max: float, resolution: float) ->
         if b is None:
             return OccupancySlice(np.zeros((0, 0), np.int8), np.zeros(2), res, z_min, z_max)
         origin, n = _lattice(b[0][:2], b[1][:2], res)
-        boxes = _ObservedBoxes(mapper.coverage, dilate=1)
+        known = _Known(mapper.coverage)
         xy = _centers(origin, res, (int(n[1]), int(n[0])))[:, ::-1]  # (H*W, 2) x,y with row = y
         states = np.empty((len(zs), len(xy)), np.int8)
         for i, z in enumerate(zs):
             pts = np.column_stack([xy, np.full(len(xy), z)])
-            states[i] = _classify(mapper, pts, res, boxes)
+            states[i] = _classify(mapper, pts, res, known)
     occ = (states == OCCUPIED_CELL).any(0)
     free = (states == FREE_CELL).all(0)
     data = np.where(occ, OCCUPIED_CELL, np.where(free, FREE_CELL, UNKNOWN_CELL)).astype(np.int8)

@@ -237,7 +237,7 @@ def test_occupancy_3d_matches_the_boxes_and_unknown_stays_unknown(room_map):
     # lattice aligned: origin a multiple of the resolution
     np.testing.assert_allclose(g.origin / 0.1, np.round(g.origin / 0.1), atol=1e-9)
     pts = np.array([
-        [2.0, 1.0, 1.0],  # free, in front of the camera
+        [2.55, 1.65, 0.95],  # free: halfway between the camera and the box it looked at
         [2.55, 1.85, 0.75],  # inside the box, just below its observed top -> occupied
         [SPHERE_C[0], SPHERE_C[1] - SPHERE_R + 0.02, SPHERE_C[2]],  # in the sphere's front skin
         [2.0, 1.0, 3.5],  # above the ceiling: never observed
@@ -253,9 +253,12 @@ def test_occupancy_3d_matches_the_boxes_and_unknown_stays_unknown(room_map):
     expect = np.where(s < 0.05, P.OCCUPIED_CELL, P.FREE_CELL)  # within half a voxel of the surface, or inside
     clear = np.abs(s - 0.05) > 1e-4  # walls lie on the lattice: centres at exactly 0.05 are ties
     np.testing.assert_array_equal(flat[known][clear], expect[clear])
-    # nothing outside the (dilated) coverage is known
-    obs = P._ObservedBoxes(room_map.coverage, dilate=1)
-    assert not (known & ~obs.contains(c)).any()
+    # free only inside observed voxels; occupied at most one coverage voxel beyond them
+    seen = P._ObservedBoxes(room_map.coverage, dilate=0).contains(c)
+    shell = P._ObservedBoxes(room_map.coverage, dilate=1).contains(c)
+    assert not ((flat == P.FREE_CELL) & ~seen).any()
+    assert not (known & ~shell).any()
+    assert ((flat == P.OCCUPIED_CELL) & ~seen).any()  # the layer behind observed surfaces
 
 
 def test_occupancy_slice_origin_resolution_and_values(room_map):
