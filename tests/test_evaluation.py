@@ -113,3 +113,20 @@ def test_tsdf_baseline_reconstructs_a_seen_plane():
     V = np.asarray(r.mesh.vertices)
     assert r.frames == 2 and len(V) > 100 and r.memory_mb > 0
     np.testing.assert_allclose(V[:, 2], 1.0, atol=0.01)
+
+
+def test_eval_cli_prints_a_table_and_writes_json(tmp_path, capsys):
+    import json
+
+    from neural_mapping.cli import main
+
+    o3d.io.write_triangle_mesh(str(tmp_path / "pred.ply"), plane(z=0.03))
+    o3d.io.write_triangle_mesh(str(tmp_path / "gt.ply"), plane(z=0.0))
+    assert main(["eval", str(tmp_path / "pred.ply"), "--gt", str(tmp_path / "gt.ply"), "--points", "20000",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert "Chamfer-L1" in out and "3.00 cm" in out
+    d = json.loads((tmp_path / "e.json").read_text())
+    assert d["chamfer_l1_cm"] == pytest.approx(3.0, abs=1e-3) and d["fscore_5cm"] == 1.0
+    assert main(["eval", str(tmp_path / "nope.ply"), "--gt", str(tmp_path / "gt.ply")]) == 2
+    assert "mesh file not found" in capsys.readouterr().err

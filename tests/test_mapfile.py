@@ -133,3 +133,60 @@ def test_state_with_numpy_arrays_round_trips_exactly(saved):
     assert isinstance(d["bounds_lo"], np.ndarray) and d["bounds_lo"].dtype == np.float64
     kf = d["keyframes"]["keyframes"][0]
     assert isinstance(kf["T_WC"], np.ndarray) and kf["T_WC"].shape == (4, 4)
+
+
+# ----------------------------------------------------------------------------- CLI on a real saved map
+
+def cli(*argv) -> int:
+    from neural_mapping.cli import main
+
+    return main([str(a) for a in argv])
+
+
+def test_cli_mesh_query_occupancy_on_a_saved_map(trained, saved, tmp_path, capsys):
+    import open3d as o3d
+
+    from neural_mapping import products as P
+
+    out = tmp_path / "mesh.ply"
+    assert cli("mesh", saved, "--voxel", "0.05", "--out", out) == 0
+    mesh = o3d.io.read_triangle_mesh(str(out))
+    assert len(mesh.triangles) > 0 and mesh.has_vertex_colors()
+    ref = P.MeshExtractor(trained, voxel_m=0.05).extract()
+    assert len(mesh.triangles) == len(ref.triangles)
+
+    pts = np.random.default_rng(2).uniform(-2, 2, size=(5000, 3)).astype(np.float32)
+    np.save(tmp_path / "P.npy", pts)
+    assert cli("query", saved, "--points", tmp_path / "P.npy", "--out", tmp_path / "Q.npz", "--chunk", 1000) == 0
+    q = np.load(tmp_path / "Q.npz")
+    direct = trained.query(pts, want_gradient=True)
+    assert q["sdf"].shape == (5000,) and q["gradient"].shape == (5000, 3) and q["occupancy"].shape == (5000,)
+    np.testing.assert_allclose(q["sdf"], direct.sdf, atol=1e-6)
+    np.testing.assert_allclose(q["gradient"], direct.gradient, atol=1e-5)
+    np.testing.assert_array_equal(q["occupancy"], direct.occupancy)
+
+    assert cli("occupancy", saved, "--z-min", 0.2, "--z-max", 1.0, "--resolution", 0.1, "--out", tmp_path / "occ") == 0
+    back = P.read_occupancy_map(str(tmp_path / "occ.yaml"))
+    sl = P.occupancy_slice_2d(trained, 0.2, 1.0, 0.1)
+    np.testing.assert_array_equal(back.data, sl.data)
+    np.testing.assert_allclose(back.origin_xy, sl.origin_xy)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(saved, tmp_path, capsys):
+    np.save(tmp_path / "bad.npy", np.zeros((4, 2), np.float32))
+    cases = [
+        (("query", saved, "--points", tmp_path / "bad.npy", "--out", tmp_path / "q.npz"), "shape (N, 3)"),
+        (("query", saved, "--points", tmp_path / "none.npy", "--out", tmp_path / "q.npz"), "points file not found"),
+        (("mesh", tmp_path / "missing.pt", "--out", tmp_path / "m.ply"), "map file not found"),
+        (("mesh", saved, "--out", tmp_path / "m.stl"), ".ply or .obj"),
+        (("occupancy", saved, "--z-min", 1, "--z-max", 0.5, "--out", tmp_path / "o"), "must exceed"),
+    ]
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(saved.read_bytes()[:-10])
+    cases.append((("mesh", cut, "--out", tmp_path / "m.ply"), "truncated"))
+    for argv, msg in cases:
+        capsys.readouterr()
+        assert cli(*argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and msg in err, err
