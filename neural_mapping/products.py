@@ -638,7 +638,7 @@ def occupancy_slice_2d(mapper, z_min: float, z_max: float, resolution: float) ->
             return OccupancySlice(np.zeros((0, 0), np.int8), np.zeros(2), res, z_min, z_max)
         origin, n = _lattice(b[0][:2], b[1][:2], res)
         known = _Known(mapper.coverage)
-        xy = _centers(origin, res, (int(n[1]), int(n[0])))[:, ::-1]  # (H*W, 2) x,y with row = y
+        xy = _centers(origin[::-1], res, (int(n[1]), int(n[0])))[:, ::-1]  # (H*W, 2) x,y with row = y
         states = np.empty((len(zs), len(xy)), np.int8)
         for i, z in enumerate(zs):
             pts = np.column_stack([xy, np.full(len(xy), z)])
@@ -667,7 +667,7 @@ def esdf_slice(mapper, z: float, resolution: float, want_gradient: bool = False)
         origin, n = _lattice(b[0][:2], b[1][:2], res)
         H, W = int(n[1]), int(n[0])
         boxes = _ObservedBoxes(mapper.coverage, dilate=1)
-        xy = _centers(origin, res, (H, W))[:, ::-1]
+        xy = _centers(origin[::-1], res, (H, W))[:, ::-1]
         pts = np.column_stack([xy, np.full(len(xy), float(z))])
         known = boxes.contains(pts)
         dist = np.full(len(pts), np.nan, np.float32)
