@@ -313,6 +313,7 @@ class NodeStatus:
     loss: float
     memory_mb: float  # process resident set size
     gpu_memory_mb: float  # torch.cuda allocated (0 on CPU)
+    products_s: str = ""  # seconds the last computation of each product took, e.g. "mesh=0.8 occupancy=0.3"
     last_error: str = ""
 
 

@@ -194,6 +194,7 @@ def _make_node_class():
             self._product_timers: dict[str, object] = {}
             self._products_next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
             self._due: dict[str, float] = {}  # product -> monotonic time it became due
+            self._product_seconds: dict[str, float] = {}  # product -> seconds of its last computation
             self._mesher = None  # products.MeshExtractor of the current mapper (incremental meshing)
             self._mesh_count = 0
             for name in RATE_PARAMS:
@@ -245,7 +246,9 @@ def _make_node_class():
             starts no earlier than d * (1/duty - 1) later, so training keeps most of the time.
             """
             now = time.monotonic()
-            if now < self._products_next_allowed or not self._due:
+            if now < self._products_next_allowed or not self._due or not self._has_map():
+                return
+            if self.mapper.stats.steps < self.ncfg.products_min_steps:
                 return
             name = min(self._due, key=self._due.get)
             self._due.pop(name, None)
@@ -258,6 +261,7 @@ def _make_node_class():
                 self._warn(f"error_{name}", f"publishing for {name} failed: {e}\n{traceback.format_exc()}")
             finally:
                 end = time.monotonic()
+                self._product_seconds[name.removesuffix("_rate_hz")] = end - now
                 self._products_next_allowed = end + (end - now) * (1.0 / self.ncfg.product_duty_max - 1.0)
 
         def _status_tick(self) -> None:
@@ -481,7 +485,9 @@ def _make_node_class():
                 dropped_no_pose=_sync_count(self.sync, "no_pose"), dropped_unsynced=_sync_count(self.sync, "unsynced"),
                 queue_length=len(self.queue), keyframes=int(st.keyframes), steps=int(st.steps), steps_per_s=rate,
                 loss=float(st.last_loss if st.last_loss is not None else float("nan")),
-                memory_mb=_rss_mb(), gpu_memory_mb=_gpu_mb(), last_error=self.last_error)
+                memory_mb=_rss_mb(), gpu_memory_mb=_gpu_mb(),
+                products_s=" ".join(f"{k}={v:.3g}" for k, v in sorted(self._product_seconds.items())),
+                last_error=self.last_error)
 
         def _publish_status(self) -> None:
             self.pub_status.publish(co.status_to_diagnostics(self.status(), "neural_mapper", self.get_fully_qualified_name(),

@@ -74,8 +74,11 @@ class NodeConfig(_Group):
     esdf_rate_hz: float = param(0.5, "ESDF slice publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     render_rate_hz: float = param(1.0, "Rendered view publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     status_rate_hz: float = param(1.0, "~/status DiagnosticArray rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
-    mesh_full_every: int = param(5, "Every n-th mesh publish re-extracts all tiles; the others redo only tiles whose "
-                                      "coverage changed", lo=1, hi=1000)
+    products_min_steps: int = param(20, "Products are computed only after this many training steps (an untrained "
+                                         "field has meaningless surfaces everywhere)", lo=0, hi=1_000_000)
+    mesh_full_every: int = param(1, "Every n-th mesh publish re-extracts all tiles, the others only tiles whose "
+                                      "coverage changed (1: always all, as training changes the field everywhere)",
+                                 lo=1, hi=1000)
     product_duty_max: float = param(0.3, "Max fraction of wall time spent computing products; timers skip ticks "
                                          "beyond it so training keeps going", lo=0.01, hi=1.0, runtime=True)
     render_width: int = param(160, "Width of the published rendered view (px)", lo=8, hi=4096)
