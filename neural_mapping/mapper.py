@@ -108,6 +108,7 @@ class Mapper:
         self._lo: np.ndarray | None = None  # (3,) AABB of observed points (no margin)
         self._hi: np.ndarray | None = None
         self.stats = MapperStats()
+        self.last_terms = LossTerms()  # unweighted loss terms of the last step
 
     def reset(self) -> None:
         """Forget everything: weights, keyframes, coverage, bounds, counters."""
@@ -191,6 +192,7 @@ class Mapper:
                 self.stats.steps += 1
             dt = time.perf_counter() - t0
             self.stats.last_loss = loss
+            self.last_terms = terms
             self.stats.rays_trained += rays
             self.stats.samples_trained += samples
             self.stats.train_seconds += dt

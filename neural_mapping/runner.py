@@ -1,0 +1,203 @@
+"""Offline runner: feed frames from any source to a :class:`~neural_mapping.mapper.Mapper`.
+
+``run_mapping`` is what ``neural-mapping map`` and the benchmarks call. With
+``realtime`` frames arrive at their recorded pace (stamps, or a fixed rate) and the
+mapper trains in between, as the live ROS node does; otherwise each frame is followed
+by ``cfg.train.steps_per_frame`` steps. Frames whose input index is a multiple of
+``exclude_every`` are held out (never trained on) and rendered at the end for depth L1
+and PSNR.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from neural_mapping.config import MapperConfig, save_yaml, to_flat
+from neural_mapping.frame import Frame
+from neural_mapping.mapper import Mapper
+
+log = logging.getLogger(__name__)
+
+#: held-out frames are rendered at a stride that keeps them at or below this many pixels
+EVAL_MAX_PIXELS = 20_000
+
+
+@dataclass
+class RunOptions:
+    realtime: bool = False
+    rate_hz: float | None = None  # realtime: feed at this rate instead of the frames' stamps
+    exclude_every: int = 0  # hold out frames whose index is a multiple of this (0 = none)
+    extra_seconds: float = 0.0  # keep training this long after the last frame
+    max_frames: int | None = None  # stop reading after this many input frames
+    progress: bool = True  # tqdm bar
+
+
+@dataclass
+class HeldOutResult:
+    index: int  # index of the frame in the input
+    depth_l1_m: float  # over pixels where both the rendering and the frame have depth
+    psnr_db: float  # over pixels where the frame has depth
+    hit_ratio: float  # fraction of valid-depth pixels where the map rendered a surface
+    stride: int  # the frame was evaluated at every stride-th pixel
+
+
+@dataclass
+class RunMetrics:
+    frames_read: int = 0
+    frames_added: int = 0
+    frames_rejected: int = 0
+    frames_held_out: int = 0
+    source_skipped: int = 0
+    keyframes: int = 0
+    steps: int = 0
+    rays_per_s: float = 0.0
+    samples_per_s: float = 0.0
+    wall_s: float = 0.0  # from the first frame to the end of training
+    train_s: float = 0.0  # time inside Mapper.step
+    steps_during_frames: int = 0
+    steps_extra: int = 0
+    final_loss: float = float("nan")
+    final_terms: dict = field(default_factory=dict)
+    device: str = ""
+    field_kind: str = ""
+    held_out: list = field(default_factory=list)  # HeldOutResult as dicts
+    held_out_depth_l1_m: float = float("nan")  # mean over held-out frames
+    held_out_psnr_db: float = float("nan")
+    held_out_hit_ratio: float = float("nan")
+    mesh: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    mapper: Mapper
+    metrics: RunMetrics
+    held_out_frames: list  # (index, Frame)
+
+
+def _eval_stride(frame: Frame) -> int:
+    return max(1, math.ceil(math.sqrt(frame.width * frame.height / EVAL_MAX_PIXELS)))
+
+
+def evaluate_frame(mapper: Mapper, index: int, frame: Frame) -> HeldOutResult:
+    """Render the map at a frame's pose (every s-th pixel) and compare depth and colour."""
+    from neural_mapping.evaluation import depth_l1, psnr
+
+    s = _eval_stride(frame)
+    K = frame.K.copy()
+    K[:2] /= s  # pixel (s*i, s*j) of the frame is pixel (i, j) of the strided image
+    gt_d = frame.depth_m[::s, ::s]
+    gt_c = frame.rgb[::s, ::s].astype(np.float32) / 255.0
+    H, W = gt_d.shape
+    r = mapper.render(frame.T_WC, K, H, W)
+    valid = gt_d > 0
+    hit = r.depth > 0
+    p = psnr(r.color[valid], gt_c[valid]) if valid.any() else float("nan")
+    return HeldOutResult(index, depth_l1(r.depth, gt_d), p, float(hit[valid].mean()) if valid.any() else float("nan"), s)
+
+
+def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, total: int | None = None,
+                mapper: Mapper | None = None) -> RunResult:
+    """Train a mapper on ``frames`` (any iterable of Frame in time order); see the module doc."""
+    from tqdm import tqdm
+
+    mapper = mapper or Mapper(cfg)
+    m = RunMetrics(device=str(mapper.device), field_kind=cfg.field.kind)
+    held: list[tuple[int, Frame]] = []
+    if opts.max_frames is not None and total is not None:
+        total = min(total, opts.max_frames)
+    bar = tqdm(total=total, disable=not opts.progress, unit="frame", dynamic_ncols=True, leave=False)
+    t0 = None
+    stamp0 = None
+    for i, f in enumerate(frames):
+        if opts.max_frames is not None and i >= opts.max_frames:
+            break
+        m.frames_read += 1
+        now = time.perf_counter()
+        if t0 is None:
+            t0, stamp0 = now, f.stamp_ns
+        if opts.realtime:
+            if opts.rate_hz:
+                due = t0 + i / opts.rate_hz
+            else:
+                due = t0 + max(0.0, (f.stamp_ns - stamp0) * 1e-9)
+            while time.perf_counter() < due:
+                if mapper.keyframes.latest is None:
+                    time.sleep(max(0.0, due - time.perf_counter()))
+                    break
+                mapper.step(1)
+                m.steps_during_frames += 1
+        if opts.exclude_every and i % opts.exclude_every == 0:
+            held.append((i, f))
+        else:
+            mapper.add_frame(f)
+            if not opts.realtime and cfg.train.steps_per_frame:
+                mapper.step(cfg.train.steps_per_frame)
+                m.steps_during_frames += cfg.train.steps_per_frame
+        bar.update(1)
+        bar.set_postfix(steps=mapper.stats.steps, loss=f"{mapper.stats.last_loss:.4g}", kf=len(mapper.keyframes))
+    bar.close()
+    if t0 is None:
+        t0 = time.perf_counter()
+    if opts.extra_seconds > 0:
+        m.steps_extra = mapper.train_for(opts.extra_seconds)
+    m.wall_s = time.perf_counter() - t0
+    st = mapper.stats
+    m.frames_added, m.frames_rejected, m.frames_held_out = st.frames_added, st.frames_rejected, len(held)
+    m.keyframes, m.steps, m.train_s = len(mapper.keyframes), st.steps, st.train_seconds
+    m.final_loss = st.last_loss
+    if st.train_seconds > 0:
+        m.rays_per_s = st.rays_trained / st.train_seconds
+        m.samples_per_s = st.samples_trained / st.train_seconds
+    m.final_terms = mapper.last_terms.as_dict()
+    results = [evaluate_frame(mapper, i, f) for i, f in held]
+    m.held_out = [asdict(r) for r in results]
+    if results:
+        m.held_out_depth_l1_m = float(np.nanmean([r.depth_l1_m for r in results]))
+        m.held_out_psnr_db = float(np.nanmean([r.psnr_db for r in results]))
+        m.held_out_hit_ratio = float(np.nanmean([r.hit_ratio for r in results]))
+    return RunResult(mapper, m, held)
+
+
+def log_config(cfg: MapperConfig, print_fn=print) -> None:
+    """Print the resolved configuration, one ``name = value`` per line."""
+    print_fn("resolved configuration:")
+    for k, v in to_flat(cfg).items():
+        print_fn(f"  {k} = {v}")
+
+
+def write_outputs(result: RunResult, out_dir: str | Path, cfg: MapperConfig, mesh: bool = True) -> dict[str, Path]:
+    """DIR/map.pt, DIR/mesh.ply, DIR/config.yaml, DIR/metrics.json; returns their paths."""
+    from neural_mapping.mapfile import save_map
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"map": out / "map.pt", "config": out / "config.yaml", "metrics": out / "metrics.json"}
+    save_yaml(cfg, paths["config"])
+    save_map(result.mapper, paths["map"])
+    if mesh:
+        from neural_mapping.products import MeshExtractor, save_mesh
+
+        t = time.perf_counter()
+        ex = MeshExtractor(result.mapper)
+        msh = ex.extract(full=True)
+        paths["mesh"] = out / "mesh.ply"
+        save_mesh(msh, paths["mesh"])
+        s = ex.stats
+        result.metrics.mesh = {"vertices": int(s.vertices), "triangles": int(s.triangles),
+                               "voxel_m": float(ex.voxel_m), "seconds": time.perf_counter() - t}
+    paths["metrics"].write_text(json.dumps(asdict(result.metrics), indent=2, default=_json_default) + "\n")
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    return str(o)
