@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from neural_mapping import hashgrid_ext
 from neural_mapping import rendering as rd
 from neural_mapping.camera import backproject_depth, image_rays_W
 from neural_mapping.config import MapperConfig, from_dict, to_dict
@@ -307,7 +308,8 @@ class Mapper:
             for s in range(0, N, chunk):
                 p = torch.from_numpy(pts_np[s:s + chunk]).to(self.device)
                 if need_grad:
-                    with torch.enable_grad():
+                    # no_table_grad: the fused CPU hash-grid kernel skips the table gradient a query discards
+                    with torch.enable_grad(), hashgrid_ext.no_table_grad():
                         p.requires_grad_(True)
                         out = self.field(p)
                         g = torch.autograd.grad(out.value.sum(), p)[0]

@@ -205,3 +205,41 @@ def test_disabled_extension_falls_back_with_a_reason():
     assert r.returncode == 0, r.stderr
     assert "NEURAL_MAPPING_NO_EXT" in r.stdout
     assert "pure-PyTorch" in r.stderr  # the logged warning names the fallback
+
+
+@needs_ext
+def test_mapper_query_fast_path_equals_reference():
+    """Mapper.query (sdf, gradient, colour) with the kernel equals the pure-PyTorch path, same weights."""
+    from neural_mapping.config import MapperConfig, apply_overrides
+    from neural_mapping.mapper import Mapper
+
+    small = {"device": "cpu", "encoding.hash_log2_table": 12, "encoding.hash_levels": 8}
+    answers = []
+    for fast_on in (False, True):
+        torch.manual_seed(0)
+        m = Mapper(apply_overrides(MapperConfig(), dict(small, **{"encoding.fast_cpu_kernel": fast_on})))
+        enc = m.field.encoding
+        assert enc.fast_cpu_kernel is fast_on
+        with torch.no_grad():  # same non-trivial table in both mappers
+            enc.table.copy_((torch.rand(enc.table.shape, generator=torch.Generator().manual_seed(3)) * 2 - 1) * 0.5)
+        pts = points(5000, seed=8, lo=-3.0, hi=4.0).numpy()
+        answers.append(m.query(pts, want_gradient=True, want_color=True, chunk=1024))
+    ref, new = answers
+    close(torch.from_numpy(new.sdf), torch.from_numpy(ref.sdf), 1e-5)
+    close(torch.from_numpy(new.gradient), torch.from_numpy(ref.gradient), 1e-4)
+    close(torch.from_numpy(new.color), torch.from_numpy(ref.color), 1e-4)
+    assert torch.from_numpy(ref.gradient).abs().max() > 0.1
+
+
+@needs_ext
+def test_no_table_grad_keeps_the_table_out_of_the_graph():
+    enc = make(CONFIGS[3])
+    enc.fast_cpu_kernel = True
+    x = points(100, seed=9).requires_grad_()
+    with hx.no_table_grad():
+        out = enc(x)
+    gt, gx = torch.autograd.grad(out.sum(), [enc.table, x], allow_unused=True)
+    assert gt is None and gx is not None
+    out = enc(x)  # outside the context the table is a leaf of the graph again
+    gt, gx2 = torch.autograd.grad(out.sum(), [enc.table, x])
+    assert gt.abs().sum() > 0 and torch.equal(gx, gx2)
