@@ -42,14 +42,27 @@ struct Grid {
   int64_t R;
 };
 
-inline int64_t pmod(int64_t a, int64_t m) {
-  int64_t r = a % m;
-  return r < 0 ? r + m : r;
+// (a mod m) in [0, m) and (a + 1 mod m), with a 32-bit division when a fits (the common case).
+inline void pmod2(int64_t a, int64_t m, int64_t* r) {
+  int64_t q;
+  if (a >= INT32_MIN && a <= INT32_MAX)
+    q = static_cast<int32_t>(a) % static_cast<int32_t>(m);
+  else
+    q = a % m;
+  if (q < 0) q += m;
+  r[0] = q;
+  r[1] = q + 1 == m ? 0 : q + 1;
 }
 
-// Rows (absolute), weights and (optionally) weight gradients d w_c / d x (per metre) of the 8 corners.
-template <bool WANT_DW>
-inline void corners(const Grid& g, int64_t l, const float* p, int64_t* idx, float* w, float (*dw)[3]) {
+// One level's cell around a point: absolute rows of the 8 corners (corner c has bits
+// (c>>2&1, c>>1&1, c&1) along x, y, z) and the per-axis linear weights (bit 0: 1 - f, bit 1: f).
+struct Cell {
+  int64_t idx[8];
+  float wx[2], wy[2], wz[2];
+  float inv;  // 1 / cell size: d f / d x
+};
+
+inline void locate(const Grid& g, int64_t l, const float* p, Cell& cell) {
   const float inv = g.inv_cell[l];
   float f[3];
   int64_t i0[3];
@@ -62,32 +75,62 @@ inline void corners(const Grid& g, int64_t l, const float* p, int64_t* idx, floa
   const int64_t base = l * g.T;
   if (l < g.n_dense) {
     const int64_t R = g.R;
-    const int64_t cx[2] = {pmod(i0[0], R), pmod(i0[0] + 1, R)};
-    const int64_t cy[2] = {pmod(i0[1], R), pmod(i0[1] + 1, R)};
-    const int64_t cz[2] = {pmod(i0[2], R), pmod(i0[2] + 1, R)};
+    int64_t cx[2], cy[2], cz[2];
+    pmod2(i0[0], R, cx);
+    pmod2(i0[1], R, cy);
+    pmod2(i0[2], R, cz);
     for (int c = 0; c < 8; ++c)
-      idx[c] = base + cx[c >> 2 & 1] + R * (cy[c >> 1 & 1] + R * cz[c & 1]);
+      cell.idx[c] = base + cx[c >> 2 & 1] + R * (cy[c >> 1 & 1] + R * cz[c & 1]);
   } else {
     const uint32_t mask = static_cast<uint32_t>(g.T - 1);
     const uint32_t hx[2] = {static_cast<uint32_t>(i0[0]), static_cast<uint32_t>(i0[0] + 1)};
     const uint32_t hy[2] = {static_cast<uint32_t>(i0[1]) * kP1, static_cast<uint32_t>(i0[1] + 1) * kP1};
     const uint32_t hz[2] = {static_cast<uint32_t>(i0[2]) * kP2, static_cast<uint32_t>(i0[2] + 1) * kP2};
     for (int c = 0; c < 8; ++c)
-      idx[c] = base + static_cast<int64_t>((hx[c >> 2 & 1] ^ hy[c >> 1 & 1] ^ hz[c & 1]) & mask);
+      cell.idx[c] = base + static_cast<int64_t>((hx[c >> 2 & 1] ^ hy[c >> 1 & 1] ^ hz[c & 1]) & mask);
   }
-  const float wx[2] = {1.0f - f[0], f[0]};
-  const float wy[2] = {1.0f - f[1], f[1]};
-  const float wz[2] = {1.0f - f[2], f[2]};
-  for (int c = 0; c < 8; ++c) {
-    const int bx = c >> 2 & 1, by = c >> 1 & 1, bz = c & 1;
-    w[c] = wx[bx] * wy[by] * wz[bz];
-    if (WANT_DW) {
-      const float sx = bx ? inv : -inv, sy = by ? inv : -inv, sz = bz ? inv : -inv;
-      dw[c][0] = sx * (wy[by] * wz[bz]);
-      dw[c][1] = sy * (wx[bx] * wz[bz]);
-      dw[c][2] = sz * (wx[bx] * wy[by]);
+  cell.wx[0] = 1.0f - f[0]; cell.wx[1] = f[0];
+  cell.wy[0] = 1.0f - f[1]; cell.wy[1] = f[1];
+  cell.wz[0] = 1.0f - f[2]; cell.wz[1] = f[2];
+  cell.inv = inv;
+}
+
+// Trilinear weight of corner c (the reference's order of products: (wx * wy) * wz).
+inline float corner_w(const Cell& cell, int c) {
+  return cell.wx[c >> 2 & 1] * cell.wy[c >> 1 & 1] * cell.wz[c & 1];
+}
+
+// v . d w_c / d x (per metre) of corner c.
+inline float corner_dw_dot(const Cell& cell, int c, float v0, float v1, float v2) {
+  const int bx = c >> 2 & 1, by = c >> 1 & 1, bz = c & 1;
+  const float sx = bx ? v0 : -v0, sy = by ? v1 : -v1, sz = bz ? v2 : -v2;
+  return cell.inv * (sx * (cell.wy[by] * cell.wz[bz]) + sy * (cell.wx[bx] * cell.wz[bz]) +
+                     sz * (cell.wx[bx] * cell.wy[by]));
+}
+
+// Interpolate 8 corner values s[c] (factorised along x, then y, then z) -> value, and optionally
+// its gradient d value / d x (per metre) in d[3].
+template <bool WANT_D>
+inline float interp8(const Cell& cell, const float* s, float* d) {
+  float ex[4], dx[4];
+  for (int yz = 0; yz < 4; ++yz) {
+    ex[yz] = cell.wx[0] * s[yz] + cell.wx[1] * s[4 + yz];
+    if (WANT_D) dx[yz] = s[4 + yz] - s[yz];
+  }
+  float ey[2], dyy[2], dxy[2];
+  for (int z = 0; z < 2; ++z) {
+    ey[z] = cell.wy[0] * ex[z] + cell.wy[1] * ex[2 + z];
+    if (WANT_D) {
+      dyy[z] = ex[2 + z] - ex[z];
+      dxy[z] = cell.wy[0] * dx[z] + cell.wy[1] * dx[2 + z];
     }
   }
+  if (WANT_D) {
+    d[0] = cell.inv * (cell.wz[0] * dxy[0] + cell.wz[1] * dxy[1]);
+    d[1] = cell.inv * (cell.wz[0] * dyy[0] + cell.wz[1] * dyy[1]);
+    d[2] = cell.inv * (ey[1] - ey[0]);
+  }
+  return cell.wz[0] * ey[0] + cell.wz[1] * ey[1];
 }
 
 Grid make_grid(const torch::Tensor& inv_cell, int64_t T, int64_t n_dense, int64_t R) {
@@ -120,40 +163,19 @@ void forward_impl(const Grid& g, const float* x, const float* table, int64_t F_r
   const int64_t F = FT > 0 ? FT : F_rt;
   const int64_t LF = g.L * F;
   at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
-    int64_t idx[8];
-    float w[8];
-    float dw[8][3];
+    Cell cell;
+    float sv[8];
     // level-major inside blocks of points: one level's table rows stay in cache across the block
     for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {
       const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
         for (int64_t n = b0; n < b1; ++n) {
-          const float* p = x + 3 * n;
+          locate(g, l, x + 3 * n, cell);
           float* o = out + n * LF + l * F;
-          if (jac) {
-            corners<true>(g, l, p, idx, w, dw);
-            float* J = jac + (n * LF + l * F) * 3;
-            for (int64_t k = 0; k < F; ++k) {
-              float acc = 0.f, j0 = 0.f, j1 = 0.f, j2 = 0.f;
-              for (int c = 0; c < 8; ++c) {
-                const float t = table[idx[c] * F + k];
-                acc += w[c] * t;
-                j0 += dw[c][0] * t;
-                j1 += dw[c][1] * t;
-                j2 += dw[c][2] * t;
-              }
-              o[k] = acc;
-              J[3 * k] = j0;
-              J[3 * k + 1] = j1;
-              J[3 * k + 2] = j2;
-            }
-          } else {
-            corners<false>(g, l, p, idx, w, nullptr);
-            for (int64_t k = 0; k < F; ++k) {
-              float acc = 0.f;
-              for (int c = 0; c < 8; ++c) acc += w[c] * table[idx[c] * F + k];
-              o[k] = acc;
-            }
+          float* J = jac ? jac + (n * LF + l * F) * 3 : nullptr;
+          for (int64_t k = 0; k < F; ++k) {
+            for (int c = 0; c < 8; ++c) sv[c] = table[cell.idx[c] * F + k];
+            o[k] = J ? interp8<true>(cell, sv, J + 3 * k) : interp8<false>(cell, sv, nullptr);
           }
         }
       }
@@ -211,27 +233,24 @@ torch::Tensor input_grad(torch::Tensor x, torch::Tensor table, torch::Tensor gou
   const float* gp = gout.data_ptr<float>();
   float* op = gx.data_ptr<float>();
   at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
-    int64_t idx[8];
-    float w[8];
-    float dw[8][3];
+    Cell cell;
+    float sv[8], d[3];
     for (int64_t n = n0; n < n1; ++n) op[3 * n] = op[3 * n + 1] = op[3 * n + 2] = 0.f;
     for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {  // level-major inside blocks (cache)
       const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
         for (int64_t n = b0; n < b1; ++n) {
-          corners<true>(g, l, xp + 3 * n, idx, w, dw);
+          locate(g, l, xp + 3 * n, cell);
           const float* gk = gp + n * LF + l * F;
-          float a0 = 0.f, a1 = 0.f, a2 = 0.f;
-          for (int c = 0; c < 8; ++c) {
-            float s = 0.f;  // sum_k g_k table[idx_c, k]
-            for (int64_t k = 0; k < F; ++k) s += gk[k] * tp[idx[c] * F + k];
-            a0 += dw[c][0] * s;
-            a1 += dw[c][1] * s;
-            a2 += dw[c][2] * s;
+          for (int c = 0; c < 8; ++c) {  // sv_c = sum_k g_k table[idx_c, k]
+            float acc = 0.f;
+            for (int64_t k = 0; k < F; ++k) acc += gk[k] * tp[cell.idx[c] * F + k];
+            sv[c] = acc;
           }
-          op[3 * n] += a0;
-          op[3 * n + 1] += a1;
-          op[3 * n + 2] += a2;
+          interp8<true>(cell, sv, d);
+          op[3 * n] += d[0];
+          op[3 * n + 1] += d[1];
+          op[3 * n + 2] += d[2];
         }
       }
     }
@@ -254,20 +273,20 @@ torch::Tensor jvp(torch::Tensor x, torch::Tensor table, torch::Tensor v, torch::
   const float* vp = v.data_ptr<float>();
   float* op = out.data_ptr<float>();
   at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
-    int64_t idx[8];
-    float w[8];
-    float dw[8][3];
+    Cell cell;
+    float dv[8];
     for (int64_t b0 = n0; b0 < n1; b0 += kBlock) {  // level-major inside blocks (cache)
       const int64_t b1 = std::min(n1, b0 + kBlock);
       for (int64_t l = 0; l < g.L; ++l) {
         for (int64_t n = b0; n < b1; ++n) {
           const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
-          corners<true>(g, l, xp + 3 * n, idx, w, dw);
+          locate(g, l, xp + 3 * n, cell);
+          for (int c = 0; c < 8; ++c) dv[c] = corner_dw_dot(cell, c, v0, v1, v2);
           float* o = op + n * LF + l * F;
-          for (int64_t k = 0; k < F; ++k) o[k] = 0.f;
-          for (int c = 0; c < 8; ++c) {
-            const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
-            for (int64_t k = 0; k < F; ++k) o[k] += d * tp[idx[c] * F + k];
+          for (int64_t k = 0; k < F; ++k) {
+            float acc = 0.f;
+            for (int c = 0; c < 8; ++c) acc += dv[c] * tp[cell.idx[c] * F + k];
+            o[k] = acc;
           }
         }
       }
@@ -305,26 +324,21 @@ torch::Tensor scatter(torch::Tensor x, torch::Tensor gout, c10::optional<torch::
   float* op = grad.data_ptr<float>();
   // One level per task: level l writes only rows [l*T, (l+1)*T) -> no races, deterministic.
   at::parallel_for(0, g.L, 1, [&](int64_t l0, int64_t l1) {
-    int64_t idx[8];
-    float w[8];
-    float dw[8][3];
+    Cell cell;
     for (int64_t l = l0; l < l1; ++l) {
       for (int64_t n = 0; n < N; ++n) {
         const float* gk = gp + n * LF + l * F;
+        locate(g, l, xp + 3 * n, cell);
+        float wc[8];
         if (directional) {
-          corners<true>(g, l, xp + 3 * n, idx, w, dw);
           const float v0 = vp[3 * n], v1 = vp[3 * n + 1], v2 = vp[3 * n + 2];
-          for (int c = 0; c < 8; ++c) {
-            const float d = dw[c][0] * v0 + dw[c][1] * v1 + dw[c][2] * v2;
-            float* row = op + idx[c] * F;
-            for (int64_t k = 0; k < F; ++k) row[k] += d * gk[k];
-          }
+          for (int c = 0; c < 8; ++c) wc[c] = corner_dw_dot(cell, c, v0, v1, v2);
         } else {
-          corners<false>(g, l, xp + 3 * n, idx, w, nullptr);
-          for (int c = 0; c < 8; ++c) {
-            float* row = op + idx[c] * F;
-            for (int64_t k = 0; k < F; ++k) row[k] += w[c] * gk[k];
-          }
+          for (int c = 0; c < 8; ++c) wc[c] = corner_w(cell, c);
+        }
+        for (int c = 0; c < 8; ++c) {
+          float* row = op + cell.idx[c] * F;
+          for (int64_t k = 0; k < F; ++k) row[k] += wc[c] * gk[k];
         }
       }
     }
