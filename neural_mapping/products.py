@@ -566,41 +566,36 @@ def _lattice(lo: np.ndarray, hi: np.ndarray, res: float):
     return i0 * res, n
 
 
-class _Known:
-    """Where occupancy may be decided: free needs an observed voxel; occupied may also lie in
-    the one-voxel shell around observed space (the layer just behind an observed surface)."""
+def _classify(mapper, pts_W: np.ndarray, res: float, seen: _ObservedBoxes, chunk: int = 1 << 18) -> np.ndarray:
+    """(N,) int8 cell state for cell centres (N, 3) of size ``res``.
 
-    def __init__(self, coverage) -> None:
-        self.seen = _ObservedBoxes(coverage, dilate=0)
-        self.shell = _ObservedBoxes(coverage, dilate=1)
-
-
-def _classify(mapper, pts_W: np.ndarray, res: float, known: _Known, chunk: int = 1 << 18) -> np.ndarray:
-    """(N,) int8 cell state for cell centres (N, 3) of size ``res``."""
+    Known only where the cell overlaps an observed coverage voxel; there occupied when the
+    surface touches the cell or the cell is inside (sdf <= occupied_sdf_m + res/2: cells whose
+    centre is exactly half a cell from an axis-aligned surface touch it and count), else free.
+    """
     cfg_occ = getattr(getattr(mapper, "cfg", None), "occupancy", None)
-    thr = float(getattr(cfg_occ, "occupied_sdf_m", 0.0)) + 0.5 * res
+    thr = float(getattr(cfg_occ, "occupied_sdf_m", 0.0)) + 0.5 * res + 1e-6
     out = np.full(len(pts_W), UNKNOWN_CELL, np.int8)
-    idx = np.flatnonzero(known.shell.contains(pts_W))
+    h = 0.5 * res * (1 - 1e-6)  # the cell's box, a hair inside its faces
+    idx = np.flatnonzero(seen.any_in_boxes(pts_W - h, pts_W + h))
     if len(idx) == 0:
         return out
     r = query_field(mapper, pts_W[idx], chunk=chunk)
     if _field_kind(mapper) == "sdf":
-        occ = r.sdf < thr
+        occ = r.sdf <= thr
     else:
         occ = r.occupancy >= 0.5
-    seen = known.seen.contains(pts_W[idx])
-    out[idx] = np.where(occ, OCCUPIED_CELL, np.where(seen, FREE_CELL, UNKNOWN_CELL)).astype(np.int8)
+    out[idx] = np.where(occ, OCCUPIED_CELL, FREE_CELL).astype(np.int8)
     return out
 
 
 def occupancy_grid_3d(mapper, resolution: float | None = None, bounds=None) -> OccupancyGrid3D:
     """3D voxels occupied / free / unknown at ``resolution`` (default cfg.occupancy.resolution_m).
 
-    Occupied when the field puts the centre within half a voxel of the surface or inside
-    it (sdf < occupancy.occupied_sdf_m + res/2; occupancy >= 0.5 for nerf maps) and the
-    centre lies in an observed coverage voxel or the one-voxel shell around them (the
-    layer just behind an observed surface); free only when the centre lies in an
-    observed voxel and the field says free; unknown otherwise.
+    Known only where the voxel overlaps an observed coverage voxel (unknown stays unknown:
+    nothing is decided in space no frame saw). Known voxels are occupied when
+    the field puts the centre within half a voxel of the surface or inside it
+    (sdf <= occupancy.occupied_sdf_m + res/2; occupancy >= 0.5 for nerf maps), else free.
     """
     res = float(resolution if resolution is not None else mapper.cfg.occupancy.resolution_m)
     with _lock(mapper):
@@ -608,8 +603,8 @@ def occupancy_grid_3d(mapper, resolution: float | None = None, bounds=None) -> O
         if b is None:
             return OccupancyGrid3D(np.full((0, 0, 0), UNKNOWN_CELL, np.int8), np.zeros(3), res)
         origin, n = _lattice(b[0], b[1], res)
-        known = _Known(mapper.coverage)
-        data = _classify(mapper, _centers(origin, res, tuple(n)), res, known).reshape(tuple(n))
+        seen = _ObservedBoxes(mapper.coverage, dilate=0)
+        data = _classify(mapper, _centers(origin, res, tuple(n)), res, seen).reshape(tuple(n))
     return OccupancyGrid3D(data, origin, res)
 
 
@@ -637,12 +632,12 @@ def occupancy_slice_2d(mapper, z_min: float, z_max: float, resolution: float) ->
         if b is None:
             return OccupancySlice(np.zeros((0, 0), np.int8), np.zeros(2), res, z_min, z_max)
         origin, n = _lattice(b[0][:2], b[1][:2], res)
-        known = _Known(mapper.coverage)
+        seen = _ObservedBoxes(mapper.coverage, dilate=0)
         xy = _centers(origin[::-1], res, (int(n[1]), int(n[0])))[:, ::-1]  # (H*W, 2) x,y with row = y
         states = np.empty((len(zs), len(xy)), np.int8)
         for i, z in enumerate(zs):
             pts = np.column_stack([xy, np.full(len(xy), z)])
-            states[i] = _classify(mapper, pts, res, known)
+            states[i] = _classify(mapper, pts, res, seen)
     occ = (states == OCCUPIED_CELL).any(0)
     free = (states == FREE_CELL).all(0)
     data = np.where(occ, OCCUPIED_CELL, np.where(free, FREE_CELL, UNKNOWN_CELL)).astype(np.int8)
