@@ -19,10 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 NODE_EXE = REPO / ".venv" / "bin" / "mapper_node"
 
 
-def node_command(params: dict) -> list[str]:
+def node_command(params: dict, remaps: dict | None = None) -> list[str]:
     exe = str(NODE_EXE) if NODE_EXE.exists() else None
     cmd = [exe] if exe else [sys.executable, "-m", "neural_mapping.ros.node"]
     cmd += ["--ros-args", "--log-level", "neural_mapper:=info"]
+    for a, b in (remaps or {}).items():
+        cmd += ["-r", f"{a}:={b}"]
     for k, v in params.items():
         if isinstance(v, bool):
             v = "true" if v else "false"
@@ -35,10 +37,10 @@ def node_command(params: dict) -> list[str]:
 class NodeProcess:
     """The mapper node as a subprocess; output collected in a log file."""
 
-    def __init__(self, params: dict, env: dict, log_path: Path):
+    def __init__(self, params: dict, env: dict, log_path: Path, remaps: dict | None = None):
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(node_command(params), env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(node_command(params, remaps), env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
     def log(self) -> str:

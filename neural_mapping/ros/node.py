@@ -87,6 +87,7 @@ def _make_node_class():
     from nav_msgs.srv import GetMap
     from rcl_interfaces.msg import SetParametersResult
     from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+    from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -183,6 +184,9 @@ def _make_node_class():
                 self.create_service(srv_type, f"~/{name}", self._service(name, fn), callback_group=self.cb_services)
 
             # --- timers, one per product at its own rate
+            # timers schedule computation, so they run on the steady clock: with use_sim_time they keep
+            # going when the bag pauses or ends; message stamps still come from the node's (sim) clock
+            self._steady = Clock(clock_type=ClockType.STEADY_TIME)
             self._timer_fns = {  # rate parameter -> product computed by the runner
                 "mesh_rate_hz": self._publish_mesh,
                 "occupancy_rate_hz": self._publish_occupancy,
@@ -190,7 +194,7 @@ def _make_node_class():
                 "esdf_rate_hz": self._publish_esdf,
                 "render_rate_hz": self._publish_render,
             }
-            self._runner = self.create_timer(0.05, self._run_products, callback_group=self.cb_products)
+            self._runner = self.create_timer(0.05, self._run_products, callback_group=self.cb_products, clock=self._steady)
             self._product_timers: dict[str, object] = {}
             self._products_next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
             self._due: dict[str, float] = {}  # product -> monotonic time it became due
@@ -231,7 +235,8 @@ def _make_node_class():
             if rate_hz > 0:
                 # rate timers are cheap (status, or marking a product due) and never wait for the runner
                 cb = self._status_tick if name == "status_rate_hz" else self._guard(name)
-                self._product_timers[name] = self.create_timer(1.0 / rate_hz, cb, callback_group=self.cb_status)
+                self._product_timers[name] = self.create_timer(1.0 / rate_hz, cb, callback_group=self.cb_status,
+                                                               clock=self._steady)
 
         def _guard(self, name):
             """Timer callback of product ``name``: mark it due; the product runner computes it."""
