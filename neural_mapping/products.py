@@ -196,14 +196,16 @@ class _TileMesh:
 class MeshExtractor:
     """Block-sparse marching cubes over the observed region, with a per-tile cache.
 
-    The map is cut into cubic tiles of ``tile_cells`` voxels on a global lattice. Inside
-    the tiles an octree-like coarse-to-fine pass evaluates the field only at the centres
-    of cells that may hold the surface (|sdf(centre)| <= ``safety`` x half the cell
-    diagonal, for sdf maps) and finally at the corners of the voxels that survive, so
-    the work follows the surface area, not the volume. Marching cubes (skimage, Lewiner)
-    then runs per tile with a mask of those voxels. ``extract(full=False)`` recomputes
-    only tiles touched by coverage updates since the previous extraction (and tiles never
-    computed); ``full=True`` recomputes all.
+    The map is cut into cubic tiles of ``tile_cells`` voxels on a global lattice. Inside the
+    tiles an octree-like coarse-to-fine pass keeps only cells that overlap observed space
+    (coverage dilated by one coverage voxel) and, for sdf maps, may hold the surface
+    (|sdf(centre)| <= ``safety`` x half the cell diagonal), down to cells of 2 voxels; the
+    field is then evaluated at the voxel corners of those cells (a dense (T+1)^3 grid per tile,
+    filled sparsely) and marching cubes (skimage, Lewiner) runs per tile with a mask of their
+    voxels. The work follows the surface area, not the volume. ``extract(full=False)``
+    recomputes only tiles touched by coverage updates since the previous extraction (and tiles
+    never computed); ``full=True`` recomputes all. Nerf maps mesh the occupancy = 0.5 level and
+    are pruned by observed-surface voxels instead of the SDF test.
     """
 
     def __init__(self, mapper, voxel_m: float | None = None, tile_cells: int = 32, safety: float = 1.25,
@@ -339,12 +341,9 @@ class MeshExtractor:
             self._tiles[k] = _TileMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
         if len(cells) == 0:
             return
-        # ---- the voxels of the surviving cells whose centres are observed (dilated coverage)
+        # ---- the voxels of the surviving cells (which overlap the dilated observed region)
         sub = _CORNERS if s == 2 else np.zeros((1, 3), np.int64)
         vox = (cells[:, None, :] * s + sub[None]).reshape(-1, 3)
-        vox = vox[boxes.contains((vox + 0.5) * v)]
-        if len(vox) == 0:
-            return
         # ---- per tile: mark the corners the voxels need in a dense (T+1)^3 grid, query them all
         # at once (only tile faces are evaluated twice), then marching cubes with a voxel mask
         tile_of = np.floor_divide(vox, T)
