@@ -209,7 +209,7 @@ def hashgrid_encode(x: torch.Tensor, table: torch.Tensor, spec: GridSpec) -> tor
         raise ValueError("hashgrid_encode: CPU tensors only (CUDA uses the pure-PyTorch path)")
     if x.dim() != 2 or x.shape[1] != 3:
         raise ValueError(f"hashgrid_encode: x must be (N, 3), got {tuple(x.shape)}")
-    return _HashGridFn.apply(x.float().contiguous(), table, spec)
+    return _HashGridFn.apply(x.float().contiguous(), table.contiguous(), spec)
 
 
 _tls = threading.local()

@@ -105,14 +105,26 @@ def _autograd_jacobian(enc, x):
     return y.detach(), torch.stack(cols, dim=1)
 
 
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cfg", [CONFIGS[0], CONFIGS[4]])
-def test_reference_jacobian_matches_autograd(cfg):
-    enc = make(cfg)
-    x = points(300, seed=4)
+def test_reference_jacobian_matches_autograd(cfg, device):
+    """The pure-PyTorch analytic jacobian (the CUDA / no-kernel route of encode_with_jacobian)."""
+    enc = make(cfg).to(device)
+    x = points(300, seed=4).to(device)
     y, J = _autograd_jacobian(enc, x)
     f, Jr = hx.reference_encode_with_jacobian(enc, x)
     close(f, y, 1e-5)
     close(Jr, J, 1e-4)
+    f2, J2 = hx.encode_with_jacobian(enc, x)  # kernel switched off (make): the reference route
+    assert torch.equal(f2, f) and torch.equal(J2, Jr)
+    if device == "cuda":  # the kernel switch never sends CUDA tensors to the CPU kernel
+        enc.fast_cpu_kernel = True
+        assert torch.equal(enc(x), y.to(device))
+        f3, J3 = hx.encode_with_jacobian(enc, x)
+        assert f3.device.type == "cuda" and torch.equal(J3, Jr)
 
 
 @needs_ext
