@@ -125,9 +125,18 @@ class _FieldBase(nn.Module):
 
 
 class SdfField(_FieldBase):
-    """pts_W (N, 3) -> signed distance (m), geometry features, optional colour."""
+    """pts_W (N, 3) -> signed distance (m), geometry features, optional colour.
+
+    The SDF output starts at +truncation everywhere (empty space), so space that training has
+    not reached yet holds no zero crossing: no phantom surfaces in the mesh of a young map.
+    """
 
     kind = "sdf"
+
+    def __init__(self, cfg: MapperConfig):
+        super().__init__(cfg)
+        with torch.no_grad():
+            self.trunk[-1].bias[0].fill_(cfg.train.truncation_m)
 
     def forward(self, pts_W: torch.Tensor, dirs_W: torch.Tensor | None = None) -> FieldOutput:
         h = self.trunk(self.features(pts_W))

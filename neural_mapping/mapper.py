@@ -156,7 +156,10 @@ class Mapper:
                 lo, hi = np.minimum(lo, cam), np.maximum(hi, cam)
                 self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
                 self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
-            self.coverage.update(frame, max_depth_m=r.max_depth_m)
+            if is_kf or self.stats.frames_added == 0:
+                # non-keyframes lie close to a keyframe and add little coverage; skipping them
+                # saves ~40 ms per 320x240 frame on 2 CPU cores (most of add_frame)
+                self.coverage.update(frame, max_depth_m=r.max_depth_m)
             self.stats.frames_added += 1
             self.stats.keyframes = len(self.keyframes)
         return True
