@@ -442,7 +442,18 @@ def test_mesh_of_a_learned_sphere_is_within_1cm_of_its_radius():
     m.step(60)
     v, f, c = P.MeshExtractor(m, voxel_m=0.02).extract_arrays()
     r = np.linalg.norm(v[np.linalg.norm(v, axis=1) < 0.8], axis=1)
-    assert len(r) > 2000  # the sphere is there, all around (8 views)
-    assert abs(r.mean() - R) < 0.01
+    assert len(r) > 2000  # the sphere is there
+    # robust to the few blobs a briefly trained field leaves in free space: medians
+    assert abs(np.median(r) - R) < 0.01
     assert np.median(np.abs(r - R)) < 0.01
+    # and the whole sphere is meshed: points on it (seen by the 8 views around the equator)
+    # are near the mesh
+    from neural_mapping.evaluation import distance_to_mesh
+
+    mesh = P.MeshExtractor(m, voxel_m=0.02, color=False).extract()
+    u = np.random.default_rng(0).normal(size=(2000, 3))
+    u = u[np.abs(u[:, 2]) < 0.5 * np.linalg.norm(u, axis=1)]  # |latitude| < 30 deg
+    on_sphere = R * u / np.linalg.norm(u, axis=1, keepdims=True)
+    d = distance_to_mesh(on_sphere, mesh)
+    assert np.median(d) < 0.01 and np.percentile(d, 90) < 0.02
     assert c is not None and c.shape == (len(v), 3) and np.all((c >= 0) & (c <= 1))
