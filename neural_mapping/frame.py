@@ -55,14 +55,14 @@ class Frame:
             raise FrameError(f"depth_m must be float32 metres, got {depth.dtype}")
         if depth.shape != rgb.shape[:2]:
             raise FrameError(f"rgb {rgb.shape[:2]} and depth {depth.shape} sizes differ")
-        K = np.asarray(self.K, dtype=np.float64)
+        K = np.array(self.K, dtype=np.float64)  # a copy: sources may hand read-only buffers
         if K.shape != (3, 3):
             raise FrameError(f"K must be 3x3, got shape {K.shape}")
         if not np.all(np.isfinite(K)):
             raise FrameError("K has non-finite entries")
         if K[0, 0] <= 0 or K[1, 1] <= 0:
             raise FrameError(f"K must have positive focal lengths, got fx={K[0, 0]} fy={K[1, 1]}")
-        T = np.asarray(self.T_WC, dtype=np.float64)
+        T = np.array(self.T_WC, dtype=np.float64)
         if T.shape != (4, 4):
             raise FrameError(f"T_WC must be 4x4, got shape {T.shape}")
         if not np.all(np.isfinite(T)):

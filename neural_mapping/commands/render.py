@@ -41,6 +41,18 @@ def read_pose(path: str | Path) -> np.ndarray:
     return T
 
 
+def save_render(r, out: str | Path) -> None:
+    """Write a RenderResult as out/color.png, out/depth.png (16-bit mm) and out/depth.npy (float32 m)."""
+    from PIL import Image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "color.png")
+    mm = np.clip(np.round(r.depth * 1000.0), 0, 65535).astype(np.uint16)
+    Image.fromarray(mm).save(out / "depth.png")
+    np.save(out / "depth.npy", r.depth.astype(np.float32))
+
+
 def run(args) -> int:
     from PIL import Image
 
@@ -60,10 +72,7 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "color.png")
-    mm = np.clip(np.round(r.depth * 1000.0), 0, 65535).astype(np.uint16)
-    Image.fromarray(mm).save(out / "depth.png")
-    np.save(out / "depth.npy", r.depth.astype(np.float32))
+    save_render(r, out)
     hit = r.depth > 0
     print(f"rendered {W}x{H}: surface in {hit.mean() * 100:.1f}% of pixels"
           + (f", depth {r.depth[hit].min():.3f}..{r.depth[hit].max():.3f} m" if hit.any() else ""))
