@@ -129,8 +129,12 @@ class _ObservedBoxes:
 
     def any_in_boxes(self, lo_W: np.ndarray, hi_W: np.ndarray) -> np.ndarray:
         """(N,) bool: an observed voxel overlaps box [lo, hi) (N, 3 each, metres)."""
+        return self.count_in_boxes(lo_W, hi_W)[0] > 0
+
+    def count_in_boxes(self, lo_W: np.ndarray, hi_W: np.ndarray):
+        """((N,) observed voxels overlapping each box [lo, hi), (N,) voxels overlapping it)."""
         if self.mask.size == 0:
-            return np.zeros(len(lo_W), bool)
+            return np.zeros(len(lo_W), np.int64), np.ones(len(lo_W), np.int64)
         shape = np.array(self.mask.shape)
         eps = 1e-9
         a = np.floor(lo_W / self.voxel_m + eps).astype(np.int64) - self.origin
@@ -142,7 +146,10 @@ class _ObservedBoxes:
         x1, y1, z1 = b.T
         tot = (S[x1, y1, z1] - S[x0, y1, z1] - S[x1, y0, z1] - S[x1, y1, z0]
                + S[x0, y0, z1] + S[x0, y1, z0] + S[x1, y0, z0] - S[x0, y0, z0])
-        return (tot > 0) & np.all(b > a, axis=1)
+        # voxels of the box, counting those outside the stored volume (never observed)
+        full = np.prod(np.ceil(hi_W / self.voxel_m - eps).astype(np.int64)
+                       - np.floor(lo_W / self.voxel_m + eps).astype(np.int64), axis=1)
+        return np.where(np.all(b > a, axis=1), tot, 0), full
 
     def contains(self, pts_W: np.ndarray) -> np.ndarray:
         """(N,) bool: the point lies in an (dilated) observed voxel."""
@@ -341,9 +348,16 @@ class MeshExtractor:
             self._tiles[k] = _TileMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
         if len(cells) == 0:
             return
-        # ---- the voxels of the surviving cells (which overlap the dilated observed region)
+        # ---- the voxels of the surviving cells whose centres are observed (dilated coverage);
+        # only cells on the border of the observed region need the per-voxel test
         sub = _CORNERS if s == 2 else np.zeros((1, 3), np.int64)
-        vox = (cells[:, None, :] * s + sub[None]).reshape(-1, 3)
+        n_obs, n_all = boxes.count_in_boxes(cells * s * v, (cells + 1) * s * v)
+        inner = n_obs == n_all
+        vox_in = (cells[inner][:, None, :] * s + sub[None]).reshape(-1, 3)
+        vox_b = (cells[~inner][:, None, :] * s + sub[None]).reshape(-1, 3)
+        vox = np.vstack([vox_in, vox_b[boxes.contains((vox_b + 0.5) * v)]])
+        if len(vox) == 0:
+            return
         # ---- per tile: mark the corners the voxels need in a dense (T+1)^3 grid, query them all
         # at once (only tile faces are evaluated twice), then marching cubes with a voxel mask
         tile_of = np.floor_divide(vox, T)
