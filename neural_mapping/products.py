@@ -82,10 +82,18 @@ def _field_kind(mapper) -> str:
 
 
 def _surface_value(mapper, r) -> np.ndarray:
-    """A value that is negative inside and positive outside, zero on the surface."""
+    """A value that is negative inside and positive outside, zero on the surface.
+
+    sdf maps: the sdf. nerf maps: 0.5 - occupancy probability of the density, computed from
+    the raw density with ``mapper.occupancy_from_value`` when the mapper has it (the query's
+    ``occupancy`` is 0.5 in unobserved space, which would put a level set on the border of
+    the observed region).
+    """
     if _field_kind(mapper) == "sdf":
         return np.asarray(r.sdf, dtype=np.float32)
-    return (0.5 - np.asarray(r.occupancy, dtype=np.float32)).astype(np.float32)
+    occ_fn = getattr(mapper, "occupancy_from_value", None)
+    occ = occ_fn(np.asarray(r.sdf)) if occ_fn is not None else r.occupancy
+    return (0.5 - np.asarray(occ, dtype=np.float32)).astype(np.float32)
 
 
 def _values(mapper, pts_W: np.ndarray) -> np.ndarray:
@@ -597,7 +605,7 @@ def _classify(mapper, pts_W: np.ndarray, res: float, seen: _ObservedBoxes, chunk
     if _field_kind(mapper) == "sdf":
         occ = r.sdf <= thr
     else:
-        occ = r.occupancy >= 0.5
+        occ = _surface_value(mapper, r) <= 0  # occupancy probability of the density >= 0.5
     out[idx] = np.where(occ, OCCUPIED_CELL, FREE_CELL).astype(np.int8)
     return out
 

@@ -457,3 +457,33 @@ def test_mesh_of_a_learned_sphere_is_within_1cm_of_its_radius():
     d = distance_to_mesh(on_sphere, mesh)
     assert np.median(d) < 0.01 and np.percentile(d, 90) < 0.02
     assert c is not None and c.shape == (len(v), 3) and np.all((c >= 0) & (c <= 1))
+
+
+def test_nerf_map_meshes_its_occupancy_half_level():
+    """A density field (nerf kind): the mesh is the 0.5 level of occupancy = 1 - exp(-density * res)."""
+    cfg = MapperConfig()
+    cfg.field.kind = "nerf"
+    res = cfg.occupancy.resolution_m
+
+    def density(p):
+        return 50.0 / (1.0 + np.exp(np.clip((np.linalg.norm(p - SPHERE_C, axis=1) - SPHERE_R) / 0.01, -50, 50)))
+
+    class DensityMap(AnalyticMap):
+        def query(self, pts_W, want_gradient=False, want_color=False, chunk=65536):
+            r = super().query(pts_W, want_gradient=False, want_color=want_color)
+            r.sdf = density(np.asarray(pts_W, np.float64)).astype(np.float32)  # the value is a density
+            return r
+
+        def occupancy_from_value(self, vals):
+            return (1.0 - np.exp(-np.maximum(vals, 0) * res)).astype(np.float32)
+
+    m = DensityMap(cfg=cfg)
+    for tgt in TARGETS[:2]:
+        m.add_frame(frame_at(scene_sdf, look_at(EYE, tgt)))
+    v, f, _ = P.MeshExtractor(m, voxel_m=0.02, color=False).extract_arrays()
+    # occupancy 0.5 <=> density = ln 2 / res <=> sigmoid(-(r - R) / 0.01) = ln 2 / (50 res)
+    q = np.log(2) / (50 * res)
+    r_level = SPHERE_R + 0.01 * np.log(1 / q - 1)
+    r = np.linalg.norm(v - SPHERE_C, axis=1)
+    assert len(v) > 200
+    np.testing.assert_allclose(r, r_level, atol=0.003)  # only the sphere: no level set on the coverage border
