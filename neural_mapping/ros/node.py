@@ -199,8 +199,8 @@ def _make_node_class():
             self._products_next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
             self._due: dict[str, float] = {}  # product -> monotonic time it became due
             self._product_seconds: dict[str, float] = {}  # product -> seconds of its last computation
-            self._mesher = None  # products.MeshExtractor of the current mapper (incremental meshing)
-            self._mesh_count = 0
+            self._snap = None  # private copy of the mapper the products are computed from
+            self._snap_key = None
             for name in RATE_PARAMS:
                 self._set_timer(name, getattr(n, name))
             self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -259,9 +259,10 @@ def _make_node_class():
             self._due.pop(name, None)
             fn = self._timer_fns[name]
             try:
-                with self._mapper_user():
-                    fn()
+                fn()
             except Exception as e:  # noqa: BLE001 - a failing product must not stop the node
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down: the publishers are gone
                 self.last_error = f"{name}: {type(e).__name__}: {e}"
                 self._warn(f"error_{name}", f"publishing for {name} failed: {e}\n{traceback.format_exc()}")
             finally:
@@ -364,6 +365,7 @@ def _make_node_class():
                 time.sleep(0.002)
 
             frame = self.queue.get(timeout=0.0 if self._can_step() else 0.1)
+            n_added = 0
             while frame is not None:
                 if self.paused:
                     self.counts["dropped_paused"] += 1
@@ -375,7 +377,10 @@ def _make_node_class():
                             self._drop("dropped_malformed", f"mapper refused a frame: {e}")
                     self.latest_K, self.latest_T_WC = frame.K, frame.T_WC
                     self.latest_size = (frame.height, frame.width)
-                frame = self.queue.get_nowait()
+                    n_added += 1
+                # at most frames_per_step frames between two steps, so fast input cannot starve training
+                # (the bounded queue then drops the oldest frames, counted in ~/status)
+                frame = self.queue.get_nowait() if (self.paused or n_added < self.ncfg.frames_per_step) else None
             if self.paused or not self._can_step():
                 if self.paused:
                     self._idle.set()
@@ -394,48 +399,60 @@ def _make_node_class():
             return not self.paused and self.mapper.stats.frames_added > 0
 
         # ------------------------------------------------------------------ products
+        def _snapshot(self):
+            """A private copy of the mapper for computing products (cached while the map is unchanged).
+
+            Products can take seconds (a mesh); computing them on a copy keeps the live mapper's
+            lock free, so training and services go on meanwhile. Copying holds the lock for the
+            time of a state_dict and tensor clones (tens of ms).
+            """
+            m = self.mapper
+            key = (id(m), m.stats.steps, m.stats.frames_added)
+            if self._snap is not None and self._snap_key == key:
+                return self._snap
+            with self._mapper_user(), self._mapper_swap, m.lock:
+                key = (id(m), m.stats.steps, m.stats.frames_added)
+                sd = _clone_state(m.state_dict())
+            snap = self._Mapper.from_state_dict(sd, device=m.device)
+            self._snap, self._snap_key = snap, key
+            return snap
+
         def _publish_mesh(self) -> None:
             from neural_mapping.products import MeshExtractor
 
-            if not self._has_map() or self.mapper.stats.steps == self._mesh_at_steps:
+            if self.mapper.stats.steps == self._mesh_at_steps:
                 return
-            steps = self.mapper.stats.steps
-            if self._mesher is None or self._mesher.mapper is not self.mapper:
-                self._mesher = MeshExtractor(self.mapper)
-            full = self._mesh_count % max(1, self.ncfg.mesh_full_every) == 0
-            mesh = self._mesher.extract(full=full)
-            self._mesh_count += 1
+            snap = self._snapshot()
+            mesh = MeshExtractor(snap).extract(full=True)
             self.pub_mesh.publish(co.mesh_to_marker(mesh, self.map_frame, self._now_ns()))
-            self._mesh_at_steps = steps
+            self._mesh_at_steps = snap.stats.steps
 
-        def _occupancy_msg(self):
+        def _occupancy_msg(self, mapper):
             from neural_mapping.products import occupancy_slice_2d
 
             z_min, z_max, _ = self.slice
-            sl = occupancy_slice_2d(self.mapper, z_min, z_max, self.mapper.cfg.occupancy.resolution_m)
+            sl = occupancy_slice_2d(mapper, z_min, z_max, mapper.cfg.occupancy.resolution_m)
             return co.occupancy_to_msg(sl, self.map_frame, self._now_ns(), z_m=z_min)
 
         def _publish_occupancy(self) -> None:
-            if self._has_map():
-                self.pub_occ.publish(self._occupancy_msg())
+            self.pub_occ.publish(self._occupancy_msg(self._snapshot()))
 
         def _publish_voxels(self) -> None:
             from neural_mapping.products import occupancy_grid_3d
 
-            if not self._has_map() or self.mapper.stats.steps == self._voxels_at_steps:
+            if self.mapper.stats.steps == self._voxels_at_steps:
                 return
-            steps = self.mapper.stats.steps
-            grid = occupancy_grid_3d(self.mapper)
+            snap = self._snapshot()
+            grid = occupancy_grid_3d(snap)
             self.pub_voxels.publish(co.points_to_cloud(_occupied_centres(grid), self.map_frame, self._now_ns()))
-            self._voxels_at_steps = steps
+            self._voxels_at_steps = snap.stats.steps
 
         def _publish_esdf(self) -> None:
             from neural_mapping.products import esdf_slice
 
-            if not self._has_map():
-                return
+            snap = self._snapshot()
             _, _, z = self.slice
-            es = esdf_slice(self.mapper, z, self.mapper.cfg.occupancy.resolution_m)
+            es = esdf_slice(snap, z, snap.cfg.occupancy.resolution_m)
             pts, dist = _esdf_points(es, z)
             self.pub_esdf.publish(co.points_to_cloud(pts, self.map_frame, self._now_ns(), dist, "distance"))
 
@@ -460,7 +477,7 @@ def _make_node_class():
             if cam is None:
                 return
             T, K, H, W = cam
-            r = self.mapper.render(T, K, H, W)
+            r = self._snapshot().render(T, K, H, W)
             stamp = self._now_ns()
             frame_id = "neural_mapper_render"
             self.pub_color.publish(co.rgb_to_image(r.color, frame_id, stamp))
@@ -605,7 +622,7 @@ def _make_node_class():
             with self._mapper_swap:
                 self.mapper = mapper
                 self._mesh_at_steps = self._voxels_at_steps = -1
-                self._mesher = None
+                self._snap = None
             resp.success = True
             resp.message = f"loaded {path}"
             self.get_logger().info(resp.message)
@@ -616,7 +633,7 @@ def _make_node_class():
                 self.queue.clear()
                 self.mapper.reset()
                 self._mesh_at_steps = self._voxels_at_steps = -1
-                self._mesher = None
+                self._snap = None
                 self._step_times.clear()
                 self.last_error = ""
             self.pub_mesh.publish(co.mesh_to_marker(_EmptyMesh(), self.map_frame, self._now_ns()))
@@ -644,7 +661,7 @@ def _make_node_class():
 
         def _srv_get_map(self, req, resp):
             if self._has_map():
-                resp.map = self._occupancy_msg()
+                resp.map = self._occupancy_msg(self.mapper)
             return resp
 
         # ------------------------------------------------------------------ parameters
@@ -690,6 +707,21 @@ def _make_node_class():
 class _EmptyMesh:
     vertices = np.zeros((0, 3))
     triangles = np.zeros((0, 3), dtype=np.int64)
+
+
+def _clone_state(x):
+    """Deep copy of a state_dict: tensors cloned, arrays copied (so training cannot change it)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if isinstance(x, dict):
+        return {k: _clone_state(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_clone_state(v) for v in x)
+    return x
 
 
 def _flat(cfg) -> dict:

@@ -66,6 +66,7 @@ class NodeConfig(_Group):
     pose_max_gap_s: float = param(0.5, "Max gap between the two pose messages bracketing an image stamp (s)",
                                   lo=0.0, hi=60.0)
     queue_size: int = param(8, "Bounded frame queue between callbacks and trainer (oldest dropped)", lo=1, hi=1000)
+    frames_per_step: int = param(1, "Trainer: frames integrated from the queue between two training steps", lo=1, hi=1000)
     paused: bool = param(False, "Pause training (frames are still received and counted)", runtime=True)
     mesh_rate_hz: float = param(0.2, "Mesh publish rate (Hz, 0 = off); published only when the map changed",
                                 lo=0.0, hi=50.0, runtime=True)
@@ -76,9 +77,6 @@ class NodeConfig(_Group):
     status_rate_hz: float = param(1.0, "~/status DiagnosticArray rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     products_min_steps: int = param(20, "Products are computed only after this many training steps (an untrained "
                                          "field has meaningless surfaces everywhere)", lo=0, hi=1_000_000)
-    mesh_full_every: int = param(1, "Every n-th mesh publish re-extracts all tiles, the others only tiles whose "
-                                      "coverage changed (1: always all, as training changes the field everywhere)",
-                                 lo=1, hi=1000)
     product_duty_max: float = param(0.3, "Max fraction of wall time spent computing products; timers skip ticks "
                                          "beyond it so training keeps going", lo=0.01, hi=1.0, runtime=True)
     render_width: int = param(160, "Width of the published rendered view (px)", lo=8, hi=4096)
