@@ -106,7 +106,7 @@ def test_diagnostics_round_trip_and_levels():
     from diagnostic_msgs.msg import DiagnosticStatus
 
     st = co.NodeStatus(device="cpu", state="mapping", frames_received=10, frames_added=9, frames_rejected=1,
-                       dropped_queue_full=2, dropped_malformed=0, dropped_no_pose=1, dropped_unsynced=3,
+                       dropped_queue_full=2, dropped_malformed=0, dropped_no_pose=1, dropped_unsynced=3, dropped_paused=0,
                        queue_length=4, keyframes=5, steps=100, steps_per_s=12.5, loss=0.25, memory_mb=800.0,
                        gpu_memory_mb=0.0)
     arr = roundtrip(co.status_to_diagnostics(st, "neural_mapper", "/neural_mapper", 7))

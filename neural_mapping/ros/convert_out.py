@@ -306,6 +306,7 @@ class NodeStatus:
     dropped_malformed: int  # messages that could not be converted (encoding, size, NaN pose)
     dropped_no_pose: int  # image sets with no pose bracketing their stamp
     dropped_unsynced: int  # messages that never found partners within the slop
+    dropped_paused: int  # frames received while training was paused
     queue_length: int
     keyframes: int
     steps: int

@@ -321,6 +321,8 @@ def _make_node_class():
             except (ValueError, TypeError, AttributeError) as e:
                 self._drop("dropped_malformed", f"dropped a malformed {stream} message: {e}")
                 return
+            if stream == "depth" and self.ncfg.pose_source == "tf":
+                self._feed_tf_pose(msg, stamp_ns)
             with self._sync_lock:
                 sets = getattr(self.sync, f"add_{stream}")(stamp_ns, data)
             for s in sets:
@@ -330,6 +332,33 @@ def _make_node_class():
                     self._drop("dropped_malformed", f"dropped an RGB-D set: {e}")
                     continue
                 self._enqueue(frame)
+
+        def _feed_tf_pose(self, depth_msg, stamp_ns: int) -> None:
+            """pose_source 'tf': T_map_camera at the depth stamp from the TF tree (needs tf2_ros)."""
+            import tf2_ros
+            from rclpy.duration import Duration
+            from rclpy.time import Time
+
+            from neural_mapping.ros import convert
+
+            camera = self.ncfg.camera_frame or depth_msg.header.frame_id
+            try:
+                tf = self.tf_buffer.lookup_transform(self.map_frame, camera, Time(nanoseconds=stamp_ns),
+                                                     timeout=Duration(seconds=0.05))
+                T = convert.pose_msg_to_T(tf) @ self.T_body_camera
+            except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.ExtrapolationException) as e:
+                self._drop("dropped_no_tf", f"no transform {self.map_frame} <- {camera} at the depth stamp: {e}")
+                return
+            except ValueError as e:
+                self._drop("dropped_malformed", f"dropped a malformed transform: {e}")
+                return
+            with self._sync_lock:
+                sets = self.sync.add_pose(stamp_ns, T)
+            for s in sets:
+                try:
+                    self._enqueue(frame_from_synced(s))
+                except ValueError as e:
+                    self._drop("dropped_malformed", f"dropped an RGB-D set: {e}")
 
         def _enqueue(self, frame) -> None:
             self.counts["frames_received"] += 1
@@ -504,7 +533,8 @@ def _make_node_class():
                 device=str(m.device), state=state, frames_received=c["frames_received"],
                 frames_added=int(st.frames_added), frames_rejected=int(st.frames_rejected),
                 dropped_queue_full=self.queue.dropped, dropped_malformed=c["dropped_malformed"],
-                dropped_no_pose=_sync_count(self.sync, "no_pose"), dropped_unsynced=_sync_count(self.sync, "unsynced"),
+                dropped_no_pose=_sync_count(self.sync, "no_pose") + c["dropped_no_tf"],
+                dropped_unsynced=_sync_count(self.sync, "unsynced"), dropped_paused=c["dropped_paused"],
                 queue_length=len(self.queue), keyframes=int(st.keyframes), steps=int(st.steps), steps_per_s=rate,
                 loss=float(st.last_loss if st.last_loss is not None else float("nan")),
                 memory_mb=_rss_mb(), gpu_memory_mb=_gpu_mb(),
@@ -732,7 +762,8 @@ def _flat(cfg) -> dict:
 
 def _points_array(points) -> np.ndarray:
     """geometry_msgs/Point[] -> (N, 3) float64."""
-    return np.array([(p.x, p.y, p.z) for p in points], dtype=np.float64).reshape(-1, 3)
+    n = len(points)
+    return np.fromiter((c for p in points for c in (p.x, p.y, p.z)), dtype=np.float64, count=3 * n).reshape(n, 3)
 
 
 def _occupied_centres(grid) -> np.ndarray:
