@@ -511,6 +511,14 @@ def save_mesh(mesh, path) -> None:
     p = str(path)
     if not p.lower().endswith((".ply", ".obj")):
         raise ValueError(f"{p}: mesh output must end in .ply or .obj")
+    if len(mesh.triangles) == 0:  # Open3D refuses to write an empty mesh; an empty map is not an error
+        with open(p, "w") as f:
+            if p.lower().endswith(".ply"):
+                f.write("ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+                        "property float z\nelement face 0\nproperty list uchar int vertex_indices\nend_header\n")
+            else:
+                f.write("# empty mesh (no surface in the observed region)\n")
+        return
     if not o3d.io.write_triangle_mesh(p, mesh, write_vertex_colors=True):
         raise ValueError(f"{p}: Open3D could not write the mesh")
 

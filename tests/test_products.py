@@ -225,9 +225,13 @@ def test_mesh_export_ply_and_obj_round_trip(room_map, tmp_path):
         P.save_mesh(mesh, tmp_path / "m.stl")
 
 
-def test_empty_map_gives_empty_products():
+def test_empty_map_gives_empty_products(tmp_path):
+    import open3d as o3d
+
     m = AnalyticMap()
     assert len(P.extract_mesh(m).triangles) == 0
+    P.save_mesh(P.extract_mesh(m), tmp_path / "empty.ply")  # written, readable, empty
+    assert len(o3d.io.read_triangle_mesh(str(tmp_path / "empty.ply")).vertices) == 0
     assert P.occupancy_slice_2d(m, 0.1, 1.0, 0.1).data.size == 0
 
 
