@@ -288,7 +288,8 @@ class Mapper:
         l_depth = depth_loss(d_pred, b.depth)
         free = ((b.depth[:, None] - t) > tr).float()
         l_free = (w * w * free).sum() / free.sum().clamp_min(1)  # no weight in front of the surface
-        total, terms = weighted_total(c.train, free=l_free, depth=l_depth, color=l_col)
+        tc = dataclasses.replace(c.train, w_depth=c.train.w_depth_nerf)
+        total, terms = weighted_total(tc, free=l_free, depth=l_depth, color=l_col)
         with torch.no_grad():
             ray_loss = (d_pred - b.depth).abs() + ((col - b.rgb) ** 2).mean(-1)
         return total, terms, ray_loss, pts.shape[0]

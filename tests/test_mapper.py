@@ -140,7 +140,7 @@ def test_reset_forgets_everything():
 def test_nerf_expected_depth_of_plane_within_2cm():
     torch.manual_seed(0)
     frames, K = plane_frames(n=12)
-    cfg = small_cfg(**{"field.kind": "nerf", "train.w_depth": 10.0, "render.n_stratified": 16,
+    cfg = small_cfg(**{"field.kind": "nerf", "render.n_stratified": 16,
                        "encoding.hash_log2_table": 14, "encoding.hash_finest_m": 0.04, "render.render_samples": 64})
     m = Mapper(cfg)
     for f in frames[1:]:
