@@ -696,32 +696,31 @@ def _make_node_class():
 
         # ------------------------------------------------------------------ parameters
         def _on_set_parameters(self, params):
-            z_min, z_max, esdf_z = self.slice
-            rates = {}
-            paused = self.paused
-            for p in params:
-                v = p.value
-                if p.name in RATE_PARAMS:
-                    rates[p.name] = float(v)
-                elif p.name == "paused":
-                    paused = bool(v)
-                elif p.name == "occupancy.z_min":
-                    z_min = float(v)
-                elif p.name == "occupancy.z_max":
-                    z_max = float(v)
-                elif p.name == "occupancy.esdf_height":
-                    esdf_z = float(v)
-            if z_max <= z_min:
-                return SetParametersResult(successful=False,
-                                           reason=f"occupancy.z_max ({z_max}) must exceed occupancy.z_min ({z_min})")
-            for name, r in rates.items():
-                if not (0.0 <= r <= 50.0 and np.isfinite(r)):
-                    return SetParametersResult(successful=False, reason=f"{name}: {r} is outside [0, 50] Hz")
-            self.slice = (z_min, z_max, esdf_z)
-            self.paused = paused
-            for name, r in rates.items():
-                setattr(self.ncfg, name, r)
-                self._set_timer(name, r)
+            """Validate runtime changes with the config dataclasses (ranges, choices, z_max > z_min), then apply.
+
+            Read-only parameters never get here (rclpy refuses them by their descriptor).
+            """
+            import dataclasses
+
+            from neural_mapping.config import apply_overrides, iter_params
+            from neural_mapping.ros.params import _normalise, node_param_names
+
+            node_names = set(node_param_names())
+            mapper_names = {name for name, _, _ in iter_params(type(self.mcfg))}
+            node_upd = {p.name: _normalise(p.value, getattr(self.ncfg, p.name)) for p in params if p.name in node_names}
+            mapper_upd = {p.name: p.value for p in params if p.name in mapper_names}
+            try:
+                ncfg = dataclasses.replace(self.ncfg, **node_upd)
+                mcfg = apply_overrides(self.mcfg, mapper_upd)
+            except (ConfigError, TypeError, ValueError) as e:
+                return SetParametersResult(successful=False, reason=str(e))
+            changed_rates = [k for k in RATE_PARAMS if getattr(ncfg, k) != getattr(self.ncfg, k)]
+            self.ncfg, self.mcfg = ncfg, mcfg
+            o = mcfg.occupancy
+            self.slice = (o.z_min, o.z_max, o.esdf_height)
+            self.paused = ncfg.paused
+            for name in changed_rates:
+                self._set_timer(name, getattr(ncfg, name))
             return SetParametersResult(successful=True)
 
         def shutdown(self) -> None:
