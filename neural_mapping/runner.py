@@ -160,10 +160,16 @@ def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, to
     results = [evaluate_frame(mapper, i, f) for i, f in held]
     m.held_out = [asdict(r) for r in results]
     if results:
-        m.held_out_depth_l1_m = float(np.nanmean([r.depth_l1_m for r in results]))
-        m.held_out_psnr_db = float(np.nanmean([r.psnr_db for r in results]))
-        m.held_out_hit_ratio = float(np.nanmean([r.hit_ratio for r in results]))
+        m.held_out_depth_l1_m = _nanmean([r.depth_l1_m for r in results])  # nan if no frame had a hit
+        m.held_out_psnr_db = _nanmean([r.psnr_db for r in results])
+        m.held_out_hit_ratio = _nanmean([r.hit_ratio for r in results])
     return RunResult(mapper, m, held)
+
+
+def _nanmean(xs) -> float:
+    a = np.asarray(xs, dtype=np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if len(a) else float("nan")
 
 
 def log_config(cfg: MapperConfig, print_fn=print) -> None:
