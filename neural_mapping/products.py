@@ -224,7 +224,8 @@ class MeshExtractor:
     """
 
     def __init__(self, mapper, voxel_m: float | None = None, tile_cells: int = 32, safety: float = 1.25,
-                 min_component_triangles: int | None = None, color: bool | None = None) -> None:
+                 min_component_triangles: int | None = None, color: bool | None = None,
+                 snapshot: bool = True) -> None:
         if tile_cells < 1 or tile_cells & (tile_cells - 1):
             raise ValueError(f"tile_cells must be a power of two, got {tile_cells}")
         self.mapper = mapper
@@ -237,6 +238,9 @@ class MeshExtractor:
         self.min_component_triangles = int(min_component_triangles if min_component_triangles is not None
                                            else getattr(mcfg, "min_component_triangles", 0))
         self.color = bool(color if color is not None else getattr(mcfg, "color", True))
+        #: mesh a copy of the map (Mapper.state_dict -> from_state_dict, made under its lock) so
+        #: training goes on meanwhile; mappers without those methods are meshed under their lock
+        self.snapshot = bool(snapshot)
         self._tiles: dict[int, _TileMesh] = {}
         self._seen_updates = -1
         self._kind: str | None = None
@@ -262,16 +266,26 @@ class MeshExtractor:
         """(verts (V, 3) float64, faces (F, 3) int64, colors (V, 3) float32 | None)."""
         m = self.mapper
         stats = MeshStats()
+        # what changed since the last extraction comes from the live coverage; the field is read
+        # from a snapshot (a copy made under the lock) so training is not blocked while meshing
+        src = None
         with _lock(m):
-            cov = m.coverage
-            bounds = m.bounds()
+            n_updates = int(m.coverage.n_updates)
+            changed = m.coverage.changed_since(self._seen_updates) if self._seen_updates >= 0 else None
+            if self._can_snapshot():
+                src = _snapshot(m)
+        guard = contextlib.nullcontext() if src is not None else _lock(m)
+        if src is None:
+            src = m
+        with guard:
+            cov = src.coverage
+            bounds = src.bounds()
             if bounds is None or cov.bounds() is None:
                 self._tiles.clear()
                 self.stats = stats
                 return np.zeros((0, 3)), np.zeros((0, 3), np.int64), None
             lo, hi = (np.asarray(b, dtype=np.float64) for b in bounds)
-            n_updates = int(cov.n_updates)
-            kind = _field_kind(m)
+            kind = _field_kind(src)
             v, T = self.voxel_m, self.tile_cells
             t_lo = np.floor(lo / (v * T)).astype(np.int64)
             t_hi = np.floor((hi - 1e-9) / (v * T)).astype(np.int64)
@@ -280,11 +294,10 @@ class MeshExtractor:
             tl, th = all_tiles * T * v, (all_tiles + 1) * T * v
             all_tiles = all_tiles[boxes.any_in_boxes(np.maximum(tl, lo), np.minimum(th, hi))]
             all_keys = set(_pack(all_tiles).tolist())
-            if full or kind != self._kind or self._seen_updates < 0:
+            if full or kind != self._kind or changed is None:
                 dirty = all_tiles
                 self._tiles.clear()
             else:
-                changed = cov.changed_since(self._seen_updates)
                 need = self._tiles_touched(changed, all_tiles)
                 need |= np.array([k not in self._tiles for k in _pack(all_tiles).tolist()], bool)
                 dirty = all_tiles[need]
@@ -294,7 +307,7 @@ class MeshExtractor:
             stats.tiles_total = len(all_tiles)
             stats.tiles_recomputed = len(dirty)
             if len(dirty):
-                self._compute_tiles(dirty, lo, hi, boxes, stats)
+                self._compute_tiles(src, dirty, lo, hi, boxes, stats)
             self._seen_updates = n_updates
             self._kind = kind
         verts, faces, colors = self._merge()
@@ -302,6 +315,11 @@ class MeshExtractor:
         stats.vertices, stats.triangles, stats.components_removed = len(verts), len(faces), removed
         self.stats = stats
         return verts, faces, colors
+
+    def _can_snapshot(self) -> bool:
+        m = self.mapper
+        return self.snapshot and callable(getattr(m, "state_dict", None)) and \
+            callable(getattr(type(m), "from_state_dict", None))
 
     # ------------------------------------------------------------------ internals
 
@@ -324,11 +342,11 @@ class MeshExtractor:
                     keys.update(np.unique(_pack(lo_t[ok] + d)).tolist())
         return np.array([k in keys for k in _pack(tiles).tolist()], bool)
 
-    def _compute_tiles(self, tiles: np.ndarray, lo: np.ndarray, hi: np.ndarray, boxes: _ObservedBoxes,
+    def _compute_tiles(self, m, tiles: np.ndarray, lo: np.ndarray, hi: np.ndarray, boxes: _ObservedBoxes,
                        stats: MeshStats) -> None:
         from skimage.measure import marching_cubes
 
-        m, v, T = self.mapper, self.voxel_m, self.tile_cells
+        v, T = self.voxel_m, self.tile_cells
         is_sdf = _field_kind(m) == "sdf"
         surf_boxes = None if is_sdf else _ObservedBoxes(m.coverage, dilate=1, surface_only=True)
         # ---- coarse to fine, down to cells of 2 voxels: cells of size s voxels with absolute
@@ -464,6 +482,20 @@ def _mc_mask_offset() -> int:
         else:  # pragma: no cover - an unknown convention
             raise RuntimeError("cannot determine skimage marching_cubes mask convention")
     return _MC_MASK_OFFSET
+
+
+def _snapshot(m):
+    """A copy of a Mapper through its public state_dict / from_state_dict (caller holds the lock).
+
+    Building a Mapper seeds torch's global RNG from its config; the RNG state of the process
+    (and of the map's CUDA device) is restored so a training thread's sampling is unaffected.
+    """
+    import torch
+
+    dev = getattr(m, "device", None)
+    cuda = [dev.index or 0] if isinstance(dev, torch.device) and dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return type(m).from_state_dict(m.state_dict(), device=dev)
 
 
 def _grid_indices(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -491,3 +491,33 @@ def test_nerf_map_meshes_its_occupancy_half_level():
     r = np.linalg.norm(v - SPHERE_C, axis=1)
     assert len(v) > 200
     np.testing.assert_allclose(r, r_level, atol=0.003)  # only the sphere: no level set on the coverage border
+
+
+def test_meshing_a_mapper_uses_a_snapshot_and_leaves_the_rng_alone():
+    """The extractor copies a real Mapper under its lock and meshes the copy: the live map can
+    train meanwhile, and building the copy does not reseed torch's global RNG."""
+    import torch
+
+    from neural_mapping.config import apply_overrides, preset
+    from neural_mapping.mapper import Mapper
+
+    cfg = apply_overrides(preset("cpu"), {"encoding.hash_log2_table": 10, "encoding.hash_levels": 4,
+                                          "train.rays_per_step": 64})
+    m = Mapper(cfg)
+    for tgt in TARGETS[:2]:
+        assert m.add_frame(frame_at(scene_sdf, look_at(EYE, tgt), H=30, W=40, f=25.0))
+    m.step(2)
+    torch.manual_seed(123)
+    expect = torch.rand(3)
+    torch.manual_seed(123)
+    ex = P.MeshExtractor(m, voxel_m=0.1, color=False)
+    snap = P._snapshot(m)
+    assert snap is not m and snap.field is not m.field
+    v1, f1, _ = ex.extract_arrays()
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expect.numpy())  # RNG untouched
+    v2, f2, _ = P.MeshExtractor(m, voxel_m=0.1, color=False, snapshot=False).extract_arrays()
+    assert len(f1) > 0
+    np.testing.assert_array_equal(v1, v2)
+    np.testing.assert_array_equal(f1, f2)
+    pts = np.random.default_rng(0).uniform(0, 3, size=(100, 3)).astype(np.float32)
+    np.testing.assert_array_equal(snap.query(pts).sdf, m.query(pts).sdf)
