@@ -145,18 +145,26 @@ def bench_node(seconds: float) -> None:
         # query_field, 100 k points inside the room
         rng = np.random.default_rng(0)
         pts = rng.uniform([-2.4, -1.9, 0.1], [2.4, 1.9, 2.5], size=(100_000, 3))
-        times, build = [], []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            req = QueryField.Request(points=[Point(x=x, y=y, z=z) for x, y, z in pts.tolist()])
-            t1 = time.perf_counter()
-            r = client.call(QueryField, "query_field", req, timeout=120)
-            t2 = time.perf_counter()
-            assert r.success and len(r.sdf) == len(pts), r.message
-            build.append(t1 - t0)
-            times.append(t2 - t1)
-        print(f"query_field 100 k: request building in the client {1e3 * statistics.median(build):.0f} ms (not counted)")
-        line("query_field 100 k points, call -> response (median of 3)", statistics.median(times), "s", 0.5)
+        from std_srvs.srv import SetBool
+
+        def query_3x(label):
+            times, build = [], []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                req = QueryField.Request(points=[Point(x=x, y=y, z=z) for x, y, z in pts.tolist()])
+                t1 = time.perf_counter()
+                r = client.call(QueryField, "query_field", req, timeout=120)
+                t2 = time.perf_counter()
+                assert r.success and len(r.sdf) == len(pts), r.message
+                build.append(t1 - t0)
+                times.append(t2 - t1)
+                print(f"  query_field: {r.message}")
+            print(f"  request building in the client {1e3 * statistics.median(build):.0f} ms (not counted)")
+            line(f"query_field 100 k points, call -> response, {label} (median of 3)", statistics.median(times), "s", 0.5)
+
+        query_3x("while training")
+        client.call(SetBool, "pause", SetBool.Request(data=True))
+        query_3x("paused")
     finally:
         client.close()
         proc.stop()

@@ -569,17 +569,21 @@ def _make_node_class():
             if not self._has_map():
                 resp.message = "the map is empty: no frames have been integrated yet"
                 return resp
+            t0 = time.perf_counter()
             pts = _points_array(req.points)
             if not np.all(np.isfinite(pts)):
                 resp.message = "points contain NaN or inf"
                 return resp
+            t1 = time.perf_counter()
             q = self.mapper.query(pts, want_gradient=bool(req.want_gradient))
+            t2 = time.perf_counter()
             resp.sdf = co.float32_array(q.sdf)
             resp.occupancy = co.float32_array(q.occupancy)
             if req.want_gradient and q.gradient is not None:
                 resp.gradients = co.vectors_msgs(q.gradient)
             resp.success = True
-            resp.message = f"{n} points"
+            resp.message = (f"{n} points: convert {1e3 * (t1 - t0):.0f} ms, query (incl. waiting for the running "
+                            f"training step) {1e3 * (t2 - t1):.0f} ms, pack {1e3 * (time.perf_counter() - t2):.0f} ms")
             return resp
 
         def _srv_render(self, req, resp):
