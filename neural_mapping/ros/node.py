@@ -453,7 +453,7 @@ def _make_node_class():
                 return
             snap = self._snapshot()
             mesh = MeshExtractor(snap).extract(full=True)
-            self.pub_mesh.publish(co.mesh_to_marker(mesh, self.map_frame, self._now_ns()))
+            self.pub_mesh.publish(co.mesh_to_marker_cdr(mesh, self.map_frame, self._now_ns()))  # serialized bytes
             self._mesh_at_steps = snap.stats.steps
 
         def _occupancy_msg(self, mapper):
@@ -670,7 +670,7 @@ def _make_node_class():
                 self._snap = None
                 self._step_times.clear()
                 self.last_error = ""
-            self.pub_mesh.publish(co.mesh_to_marker(_EmptyMesh(), self.map_frame, self._now_ns()))
+            self.pub_mesh.publish(co.mesh_to_marker(co._EmptyMesh(), self.map_frame, self._now_ns()))
             resp.success = True
             resp.message = "map reset"
             return resp
@@ -735,11 +735,6 @@ def _make_node_class():
             self._trainer.join(timeout=5.0)
 
     return MapperNode
-
-
-class _EmptyMesh:
-    vertices = np.zeros((0, 3))
-    triangles = np.zeros((0, 3), dtype=np.int64)
 
 
 def _clone_state(x):
