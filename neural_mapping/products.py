@@ -243,6 +243,7 @@ class MeshExtractor:
         self.snapshot = bool(snapshot)
         self._tiles: dict[int, _TileMesh] = {}
         self._seen_updates = -1
+        self._last: tuple | None = None  # the last result (verts, faces, colors)
         self._kind: str | None = None
         self.stats = MeshStats()
 
@@ -272,6 +273,11 @@ class MeshExtractor:
         with _lock(m):
             n_updates = int(m.coverage.n_updates)
             changed = m.coverage.changed_since(self._seen_updates) if self._seen_updates >= 0 else None
+            if not full and self._seen_updates == n_updates and self._kind == _field_kind(m) \
+                    and self._last is not None:
+                self.stats = MeshStats(tiles_total=len(self._tiles), vertices=len(self._last[0]),
+                                       triangles=len(self._last[1]))
+                return self._last  # nothing observed since the last extraction: the cached mesh
             if self._can_snapshot():
                 src = _snapshot(m)
         guard = contextlib.nullcontext() if src is not None else _lock(m)
@@ -282,6 +288,7 @@ class MeshExtractor:
             bounds = src.bounds()
             if bounds is None or cov.bounds() is None:
                 self._tiles.clear()
+                self._last = None
                 self.stats = stats
                 return np.zeros((0, 3)), np.zeros((0, 3), np.int64), None
             lo, hi = (np.asarray(b, dtype=np.float64) for b in bounds)
@@ -314,6 +321,7 @@ class MeshExtractor:
         verts, faces, colors, removed = _remove_small_components(verts, faces, colors, self.min_component_triangles)
         stats.vertices, stats.triangles, stats.components_removed = len(verts), len(faces), removed
         self.stats = stats
+        self._last = (verts, faces, colors)
         return verts, faces, colors
 
     def _can_snapshot(self) -> bool:
