@@ -361,6 +361,7 @@ class MeshExtractor:
         # integer index c span voxels [c*s, (c+1)*s). Cells are not clipped to the bounds (only
         # tiles are), so a tile's mesh depends on the coverage alone and stays valid as bounds grow.
         cells = tiles.copy()
+        cval = None  # sdf at the centres of the final cells (centres of 2-cells are voxel corners)
         s = T
         while True:
             c_lo = cells * s * v
@@ -373,7 +374,8 @@ class MeshExtractor:
                 centers = (cells + 0.5) * s * v
                 val = _values(m, centers)
                 stats.points_queried += len(centers)
-                cells = cells[np.abs(val) <= self.safety * 0.5 * math.sqrt(3.0) * s * v]
+                sel = np.abs(val) <= self.safety * 0.5 * math.sqrt(3.0) * s * v
+                cells, cval = cells[sel], val[sel]
             if s <= 2 or len(cells) == 0:
                 break
             cells = (cells[:, None, :] * 2 + _CORNERS[None]).reshape(-1, 3)
@@ -400,6 +402,17 @@ class MeshExtractor:
         local = vox - tile_of * T  # (M, 3) in [0, T)
         order = np.argsort(tinv, kind="stable")
         bounds_in_order = np.searchsorted(tinv[order], np.arange(len(utiles) + 1))
+        # the centre of a 2-cell is the shared corner of its 8 voxels: its value is known already
+        if cval is not None and s == 2:
+            c_abs = cells * 2 + 1
+            c_tile = np.floor_divide(c_abs, T)
+            c_key = _pack(c_tile)
+            c_pos = np.minimum(np.searchsorted(utk, c_key), len(utk) - 1)
+            ok = utk[c_pos] == c_key
+            c_pos, c_loc, c_val = c_pos[ok], (c_abs - c_tile * T)[ok], cval[ok]
+        else:
+            c_pos = np.zeros(0, np.int64)
+            c_loc, c_val = np.zeros((0, 3), np.int64), np.zeros(0, np.float32)
         off = _mc_mask_offset()
         batch = max(1, (1 << 22) // (T + 1) ** 3)  # ~4 M grid points per batch bounds memory
         new_verts = []
@@ -411,10 +424,14 @@ class MeshExtractor:
             need = np.zeros((nb, T + 1, T + 1, T + 1), bool)
             for c in _CORNERS:
                 need[slot, loc[:, 0] + c[0], loc[:, 1] + c[1], loc[:, 2] + c[2]] = True
+            in_b = (c_pos >= start) & (c_pos < start + nb)
+            cs, cl = c_pos[in_b] - start, c_loc[in_b]
+            need[cs, cl[:, 0], cl[:, 1], cl[:, 2]] = False
             si, i, j, k = np.nonzero(need)
             pts = (utiles[start + si] * T + np.stack([i, j, k], 1)) * v
             vol = np.ones(need.shape, np.float32)
             vol[si, i, j, k] = _values(m, pts)
+            vol[cs, cl[:, 0], cl[:, 1], cl[:, 2]] = c_val[in_b]
             stats.points_queried += len(pts)
             del need, pts
             mask = np.zeros(vol.shape, bool)
