@@ -13,7 +13,7 @@ and the ratio fast / reference. Points are uniform in a 5 x 4 x 2.6 m room ("ran
 --repeats timed runs (this machine may be shared: best-of is the least disturbed), as wall-clock
 points/s and as points per CPU core-second (process CPU time, all threads).
 
-Usage: .venv/bin/python benchmarks/bench_hashgrid.py [--n 131072] [--repeats 3] [--threads T]
+Usage: .venv/bin/python benchmarks/bench_hashgrid.py [--n 262144] [--chunk 65536] [--repeats 3] [--threads T]
 """
 
 from __future__ import annotations
@@ -85,7 +85,8 @@ def sdf_and_grad_jacobian(field, p):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=131072, help="points per call")
+    ap.add_argument("--n", type=int, default=262144, help="points per measurement")
+    ap.add_argument("--chunk", type=int, default=65536, help="points per call (Mapper.query's default chunk)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: leave as is)")
     a = ap.parse_args(argv)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(a.threads)
     ext = hx.load()
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, N = {a.n}, best of {a.repeats}")
+          f"threads {torch.get_num_threads()}, N = {a.n} in chunks of {a.chunk}, best of {a.repeats}")
     if ext is None:
         print(f"fused kernel unavailable ({hx.unavailable_reason()}): nothing to compare")
         return 1
@@ -134,6 +135,9 @@ def main(argv=None) -> int:
         with hx.no_table_grad():
             sdf_and_grad(field, p)
 
+    def chunked(fn):  # as Mapper.query: chunks of --chunk points
+        return lambda p: [fn(p[s:s + a.chunk]) for s in range(0, p.shape[0], a.chunk)]
+
     for kind in ("random", "grid"):
         p = room_points(a.n, kind)
         N = p.shape[0]
@@ -147,6 +151,7 @@ def main(argv=None) -> int:
         ):
             if name == "eikonal" and kind == "grid":
                 continue
+            ref_fn, fast_fn = chunked(ref_fn), chunked(fast_fn)
             set_fast(False)
             w_ref, c_ref = best_time(lambda: ref_fn(p), a.repeats)
             set_fast(True)
