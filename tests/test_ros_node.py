@@ -225,6 +225,32 @@ def test_rendered_images_arrive(live, scene):
     assert np.median(np.abs(d[both] - d_gt[both])) < 0.1
 
 
+def test_render_pose_moves_the_virtual_camera(live, scene):
+    from geometry_msgs.msg import PoseStamped
+
+    from neural_mapping.ros import convert
+    from neural_mapping.ros import convert_out as co
+
+    c = live["client"]
+    f = scene["seq"].frames[6]
+    t_sent = time.time_ns()
+    c.pub_render_pose.publish(PoseStamped(header=co.make_header("map", 0), pose=co.T_to_pose(f.T_WC)))
+
+    def fresh_depth():
+        m = c.get("rendered/depth")
+        return m if m is not None and m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > t_sent else None
+
+    dep = c.wait_for(fresh_depth, 90, "a view rendered from ~/render_pose", live["proc"])
+    d = convert.image_to_depth_m(dep)
+    K = convert.camera_info_to_K(c.get("rendered/camera_info"))
+    _, d_here = scene["renderer"].render(f.T_WC, K, 48, 64)
+    _, d_last = scene["renderer"].render(scene["seq"].frames[N_FRAMES - 1].T_WC, K, 48, 64)
+    hit = d > 0
+    assert hit.sum() >= 20
+    err_here = np.median(np.abs(d[hit] - d_here[hit]))
+    assert err_here < 0.1 and err_here < np.median(np.abs(d[hit] - d_last[hit]))
+
+
 # ----------------------------------------------------------------------------- services
 
 
