@@ -8,9 +8,9 @@ frame has seen stays unknown instead of being filled by the field's extrapolatio
 Storage is a dense ``uint8`` volume of bit flags with an integer origin that grows
 (in blocks of ``GROW`` voxels) to cover whatever is observed; the map frame is
 never given a bounding box. Voxel ``i`` (integer, per axis) spans
-``[i * voxel_m, (i + 1) * voxel_m)``. A second volume records, per voxel, the
-update counter when it was last touched, so consumers (incremental meshing) can
-ask which region changed since they last looked.
+``[i * voxel_m, (i + 1) * voxel_m)`` (one byte per voxel). A second, coarse volume
+records per block of 8^3 voxels the update counter when the block was last touched,
+so consumers (incremental meshing) can ask which region changed since they last looked.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ FREE = np.uint8(1)
 SURFACE = np.uint8(2)
 #: the volume grows by whole blocks of this many voxels per axis (amortises copies).
 GROW = 16
+#: change stamps are kept per cubic block of this many voxels (GROW is a multiple of it)
+STAMP_BLOCK = 8
 
 
 class Coverage:
@@ -35,7 +37,8 @@ class Coverage:
         self.voxel_m = float(voxel_m)
         self._origin = np.zeros(3, dtype=np.int64)  # voxel index of _state[0, 0, 0]
         self._state = np.zeros((0, 0, 0), dtype=np.uint8)  # (X, Y, Z) bit flags FREE|SURFACE
-        self._stamp = np.zeros((0, 0, 0), dtype=np.uint32)  # (X, Y, Z) update count when last touched
+        # (X/8, Y/8, Z/8) update count when a voxel of the block was last touched
+        self._stamp = np.zeros((0, 0, 0), dtype=np.uint32)
         self.n_updates = 0
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._bounds_valid = True
@@ -71,12 +74,14 @@ class Coverage:
         new_hi = (np.floor_divide(new_hi, GROW) + 1) * GROW - 1
         shape = tuple(int(s) for s in (new_hi - new_lo + 1))
         state = np.zeros(shape, dtype=np.uint8)
-        stamp = np.zeros(shape, dtype=np.uint32)
+        stamp = np.zeros(tuple(n // STAMP_BLOCK for n in shape), dtype=np.uint32)
         if self._state.size:
             o = self._origin - new_lo
             sx, sy, sz = self._state.shape
             state[o[0]:o[0] + sx, o[1]:o[1] + sy, o[2]:o[2] + sz] = self._state
-            stamp[o[0]:o[0] + sx, o[1]:o[1] + sy, o[2]:o[2] + sz] = self._stamp
+            ob = o // STAMP_BLOCK
+            bx, by, bz = self._stamp.shape
+            stamp[ob[0]:ob[0] + bx, ob[1]:ob[1] + by, ob[2]:ob[2] + bz] = self._stamp
         self._state, self._stamp, self._origin = state, stamp, new_lo
 
     def _mark(self, idx: np.ndarray, flag: np.uint8) -> None:
@@ -87,7 +92,8 @@ class Coverage:
         flat = np.ravel_multi_index((local[:, 0], local[:, 1], local[:, 2]), self._state.shape)
         st = self._state.reshape(-1)  # a view; duplicates in flat all write the same value
         st[flat] |= flag
-        self._stamp.reshape(-1)[flat] = self.n_updates
+        lb = local // STAMP_BLOCK
+        self._stamp[lb[:, 0], lb[:, 1], lb[:, 2]] = self.n_updates
 
     # ------------------------------------------------------------------ public API
 
@@ -134,6 +140,7 @@ class Coverage:
         X, Y, Z = self._state.shape
         flat_state = self._state.reshape(-1)
         flat_stamp = self._stamp.reshape(-1)
+        Yb, Zb = Y // STAMP_BLOCK, Z // STAMP_BLOCK
         chunk_samples = 1 << 22
         start = 0
         csum = np.cumsum(n_k)
@@ -151,7 +158,8 @@ class Coverage:
                 np.clip(li, 0, [X - 1, Y - 1, Z - 1], out=li)  # float rounding at the volume's faces
                 flat = (li[:, 0] * Y + li[:, 1]) * Z + li[:, 2]
                 flat_state[flat] |= FREE
-                flat_stamp[flat] = self.n_updates
+                li //= STAMP_BLOCK
+                flat_stamp[(li[:, 0] * Yb + li[:, 1]) * Zb + li[:, 2]] = self.n_updates
             start = stop
         self._mark(surf_idx, SURFACE)
         self._bounds_valid = False
@@ -202,8 +210,9 @@ class Coverage:
         return lo_i * self.voxel_m, hi_i * self.voxel_m
 
     def changed_since(self, n_updates: int) -> "VoxelMask":
-        """Voxels touched by updates numbered > ``n_updates`` (compare with ``self.n_updates``)."""
-        return VoxelMask(self.voxel_m, self._origin.copy(), self._stamp > n_updates)
+        """Blocks of 8^3 voxels touched by updates numbered > ``n_updates`` (a mask whose cells
+        are the blocks; compare ``n_updates`` with ``self.n_updates``)."""
+        return VoxelMask(self.voxel_m * STAMP_BLOCK, self._origin // STAMP_BLOCK, self._stamp > n_updates)
 
     def observed_mask(self) -> "VoxelMask":
         """The observed voxels as a dense mask with its origin (a copy)."""
@@ -232,7 +241,9 @@ class Coverage:
         self._origin = origin.copy()
         self.n_updates = int(d.get("n_updates", 0))
         # everything restored counts as touched by the latest update
-        self._stamp = np.where(self._state != 0, np.uint32(self.n_updates), np.uint32(0)).astype(np.uint32)
+        X, Y, Z = (n // STAMP_BLOCK for n in self._state.shape)
+        touched = (self._state != 0).reshape(X, STAMP_BLOCK, Y, STAMP_BLOCK, Z, STAMP_BLOCK).any(axis=(1, 3, 5))
+        self._stamp = np.where(touched, np.uint32(self.n_updates), np.uint32(0)).astype(np.uint32)
         self._bounds_valid = False
 
 

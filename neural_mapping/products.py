@@ -305,7 +305,8 @@ class MeshExtractor:
                 dirty = all_tiles
                 self._tiles.clear()
             else:
-                need = self._tiles_touched(changed, all_tiles)
+                # the mesh mask is the coverage dilated by one voxel: grow changes by one voxel
+                need = self._tiles_touched(changed, all_tiles, cov.voxel_m)
                 need |= np.array([k not in self._tiles for k in _pack(all_tiles).tolist()], bool)
                 dirty = all_tiles[need]
             for k in list(self._tiles):
@@ -331,15 +332,15 @@ class MeshExtractor:
 
     # ------------------------------------------------------------------ internals
 
-    def _tiles_touched(self, changed, tiles: np.ndarray) -> np.ndarray:
-        """(Nt,) bool: tiles overlapping a changed coverage voxel (dilated by one voxel)."""
+    def _tiles_touched(self, changed, tiles: np.ndarray, margin_m: float) -> np.ndarray:
+        """(Nt,) bool: tiles overlapping a changed cell of ``changed`` grown by ``margin_m``."""
         if not changed.mask.any() or len(tiles) == 0:
             return np.zeros(len(tiles), bool)
-        idx = np.argwhere(changed.mask) + changed.origin  # (M, 3) coverage voxel indices
+        idx = np.argwhere(changed.mask) + changed.origin  # (M, 3) changed cells (coverage blocks)
         cv = changed.voxel_m
         tile_m = self.tile_cells * self.voxel_m
-        lo_t = np.floor(((idx - 1) * cv) / tile_m).astype(np.int64)
-        hi_t = np.floor(((idx + 2) * cv - 1e-9) / tile_m).astype(np.int64)
+        lo_t = np.floor((idx * cv - margin_m) / tile_m).astype(np.int64)
+        hi_t = np.floor(((idx + 1) * cv + margin_m - 1e-9) / tile_m).astype(np.int64)
         keys = set()
         span = hi_t - lo_t
         for dx in range(int(span[:, 0].max()) + 1):

@@ -73,10 +73,16 @@ def test_changed_since_reports_only_new_voxels():
     n = cov.n_updates
     R = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     cov.update(wall_frame(1.0, make_T(R, [-5.0, 0.0, 0.0])), max_depth_m=6.0)
-    ch = cov.changed_since(n)
+    ch = cov.changed_since(n)  # per block of 8^3 voxels (0.8 m here)
+    assert ch.voxel_m == pytest.approx(0.8)
     assert ch.contains(np.array([[-5.5, 0.03, 0.03]]))[0]
     assert not ch.contains(np.array([[0.03, 0.03, 1.0]]))[0]
     assert cov.changed_since(cov.n_updates).any() is False
+    assert cov.changed_since(0).contains(np.array([[0.03, 0.03, 1.0], [-5.5, 0.03, 0.03]])).all()
+    # a restored record counts everything observed as touched by its last update
+    other = Coverage()
+    other.load_state_dict(cov.state_dict())
+    assert other.changed_since(cov.n_updates - 1).contains(np.array([[0.03, 0.03, 1.0]])).all()
 
 
 def test_state_dict_round_trip_is_exact():
