@@ -153,7 +153,6 @@ def test_mesh_lies_on_the_analytic_surface_and_is_block_sparse(room_map):
 
 def test_mesh_is_only_where_frames_looked():
     # a second sphere behind the camera: in the field, never in view -> no phantom surface
-    hidden_c = np.array([2.0, -0.0, 1.4]) + np.array([0.0, -0.0, 0.0])
     hidden_c = EYE + np.array([0.0, -0.6, 0.0])
 
     def sdf2(p):
