@@ -1,8 +1,9 @@
 """Offline runner: feed frames from any source to a :class:`~neural_mapping.mapper.Mapper`.
 
 ``run_mapping`` is what ``neural-mapping map`` and the benchmarks call. With
-``realtime`` frames arrive at their recorded pace (stamps, or a fixed rate) and the
-mapper trains in between, as the live ROS node does; otherwise each frame is followed
+``realtime`` frames arrive at their recorded pace (stamps, or a fixed rate) into a bounded
+drop-oldest queue and the trainer alternates "integrate up to ``frames_per_step`` queued frames,
+one step", as the live ROS node does; otherwise each frame is followed
 by ``cfg.train.steps_per_frame`` steps. Frames whose input index is a multiple of
 ``exclude_every`` are held out (never trained on) and rendered at the end for depth L1
 and PSNR.
@@ -14,6 +15,7 @@ import json
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -37,6 +39,8 @@ class RunOptions:
     exclude_every: int = 0  # hold out frames whose index is a multiple of this (0 = none)
     extra_seconds: float = 0.0  # keep training this long after the last frame
     max_frames: int | None = None  # stop reading after this many input frames
+    queue_size: int = 8  # realtime: frames waiting for the trainer (oldest dropped), as the ROS node
+    frames_per_step: int = 1  # realtime: frames integrated between two training steps, as the ROS node
     progress: bool = True  # tqdm bar
 
 
@@ -55,6 +59,7 @@ class RunMetrics:
     frames_added: int = 0
     frames_rejected: int = 0
     frames_held_out: int = 0
+    frames_dropped: int = 0  # realtime: dropped from the full queue because training was slower than input
     source_skipped: int = 0
     keyframes: int = 0
     steps: int = 0
@@ -116,6 +121,20 @@ def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, to
     bar = tqdm(total=total, disable=not opts.progress, unit="frame", dynamic_ncols=True, leave=False)
     t0 = None
     stamp0 = None
+    queue: deque[Frame] = deque()  # realtime: frames that arrived and wait for the trainer
+
+    def integrate(f: Frame) -> None:
+        mapper.add_frame(f)
+        bar.set_postfix(steps=mapper.stats.steps, loss=f"{mapper.stats.last_loss:.4g}", kf=len(mapper.keyframes))
+
+    def train_or_integrate() -> None:
+        """One trainer iteration as in the live node: take up to frames_per_step queued frames, then one step."""
+        for _ in range(min(opts.frames_per_step, len(queue))):
+            integrate(queue.popleft())
+        if mapper.keyframes.latest is not None:
+            mapper.step(1)
+            m.steps_during_frames += 1
+
     for i, f in enumerate(frames):
         if opts.max_frames is not None and i >= opts.max_frames:
             break
@@ -123,26 +142,31 @@ def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, to
         now = time.perf_counter()
         if t0 is None:
             t0, stamp0 = now, f.stamp_ns
+        held_out = bool(opts.exclude_every) and i % opts.exclude_every == 0
         if opts.realtime:
-            if opts.rate_hz:
-                due = t0 + i / opts.rate_hz
-            else:
-                due = t0 + max(0.0, (f.stamp_ns - stamp0) * 1e-9)
-            while time.perf_counter() < due:
-                if mapper.keyframes.latest is None:
+            due = t0 + (i / opts.rate_hz if opts.rate_hz else max(0.0, (f.stamp_ns - stamp0) * 1e-9))
+            while time.perf_counter() < due:  # until this frame "arrives": train on what we have
+                if not queue and mapper.keyframes.latest is None:
                     time.sleep(max(0.0, due - time.perf_counter()))
                     break
-                mapper.step(1)
-                m.steps_during_frames += 1
-        if opts.exclude_every and i % opts.exclude_every == 0:
+                train_or_integrate()
+            if held_out:
+                held.append((i, f))
+            else:
+                queue.append(f)
+                if len(queue) > opts.queue_size:  # bounded, drop-oldest (as the node's queue)
+                    queue.popleft()
+                    m.frames_dropped += 1
+        elif held_out:
             held.append((i, f))
         else:
-            mapper.add_frame(f)
-            if not opts.realtime and cfg.train.steps_per_frame:
+            integrate(f)
+            if cfg.train.steps_per_frame:
                 mapper.step(cfg.train.steps_per_frame)
                 m.steps_during_frames += cfg.train.steps_per_frame
         bar.update(1)
-        bar.set_postfix(steps=mapper.stats.steps, loss=f"{mapper.stats.last_loss:.4g}", kf=len(mapper.keyframes))
+    while queue:  # the last frames still waiting
+        train_or_integrate()
     bar.close()
     if t0 is None:
         t0 = time.perf_counter()

@@ -117,3 +117,17 @@ def test_invalid_frames_are_counted_not_fatal(dataset):
     res = run_mapping(seq.frames, c, RunOptions(progress=False, max_frames=3))
     assert res.metrics.frames_read == 3 and res.metrics.frames_rejected == 1 and res.metrics.frames_added == 2
     assert isinstance(res.mapper, Mapper)
+
+
+def test_realtime_input_faster_than_training_drops_oldest(dataset):
+    root, data, cfg = dataset
+    c = load_yaml(cfg)
+    seq = synthetic_sequence(n_frames=20, width=64, height=48)
+    res = run_mapping(seq.frames, c, RunOptions(realtime=True, rate_hz=1000.0, queue_size=2, progress=False))
+    m = res.metrics
+    # frames every 1 ms, a step takes longer: the queue (2 frames) overflows; every frame is either
+    # integrated or dropped, the last frames are integrated, one step follows each integration
+    assert m.frames_dropped > 0
+    assert m.frames_added + m.frames_dropped == 20
+    assert res.mapper.keyframes.latest.stamp_ns == seq.frames[-1].stamp_ns
+    assert m.steps >= m.frames_added
