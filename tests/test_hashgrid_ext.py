@@ -262,3 +262,14 @@ def test_no_table_grad_keeps_the_table_out_of_the_graph():
     (gx4,) = torch.autograd.grad(enc(x), x, g)
     close(gx3, gx4, 1e-5)
     assert gx4.abs().max() > 0.1
+
+
+@needs_ext
+def test_far_and_non_finite_points_match_reference_without_crashing():
+    """Coordinates past 2^31 cells take the 64-bit modulo path; NaN stays NaN, rows stay in range."""
+    enc = make(CONFIGS[0])
+    x = torch.tensor([[1.0e6, -2.5e6, 3.0e5], [3.0e9, -4.0e9, 1.0e8], [-7.3e8, 2.2e9, -1.5e9], [0.3, 0.2, 0.1]])
+    close(fast(enc, x), enc(x), 1e-5)
+    bad = torch.tensor([[float("nan"), 0.0, 0.0], [float("inf"), 1.0, 2.0]])
+    out = fast(enc, bad)
+    assert out.shape == (2, enc.out_dim) and torch.isnan(out[0]).all()
