@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup test demo bench clean
+.PHONY: setup test demo clean
 setup:
 	@bash scripts/setup.sh
 
@@ -13,9 +13,6 @@ test: setup
 
 demo: setup
 	$(VENV)/bin/neural-mapping demo --out outputs/demo
-
-bench: setup
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
