@@ -52,7 +52,8 @@ def make_cfg(args, field: str, extra: dict | None = None):
 
 def report(name: str, res, extra: dict) -> dict:
     m = res.metrics
-    out = {"bench": name, "frames": m.frames_added, "held_out": m.frames_held_out, "keyframes": m.keyframes,
+    out = {"bench": name, "frames": m.frames_added, "dropped": m.frames_dropped, "held_out": m.frames_held_out,
+           "keyframes": m.keyframes,
            "steps": m.steps, "wall_s": round(m.wall_s, 2), "rays_per_s": round(m.rays_per_s),
            "samples_per_s": round(m.samples_per_s), "device": m.device}
     if m.frames_held_out:
