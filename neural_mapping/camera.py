@@ -10,6 +10,8 @@ Conventions (said once, used everywhere):
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 import torch
 
@@ -118,6 +120,16 @@ def interpolate_T(T0: np.ndarray, T1: np.ndarray, u: float) -> np.ndarray:
     q = slerp(R_to_quat(T0[:3, :3]), R_to_quat(T1[:3, :3]), u)
     t = (1 - u) * T0[:3, 3] + u * T1[:3, 3]
     return make_T(quat_to_R(q), t)
+
+
+def insert_stamped_pose(stamps: list, poses: list, stamp, T) -> None:
+    """Insert ``T`` at ``stamp`` into the parallel sorted lists; a pose at an existing stamp replaces it."""
+    i = bisect.bisect_left(stamps, stamp)
+    if i < len(stamps) and stamps[i] == stamp:
+        poses[i] = T
+    else:
+        stamps.insert(i, stamp)
+        poses.insert(i, T)
 
 
 def interpolate_pose_at(stamps: np.ndarray, poses: np.ndarray, t: float, max_gap: float | None = None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from neural_mapping.camera import interpolate_T, invert_T
+from neural_mapping.camera import insert_stamped_pose, interpolate_T, invert_T
 
 
 @dataclass
@@ -42,12 +42,7 @@ class TfBuffer:
         if static:
             e.static = T
             return
-        i = bisect.bisect_left(e.stamps, stamp_ns)
-        if i < len(e.stamps) and e.stamps[i] == stamp_ns:
-            e.poses[i] = T
-        else:
-            e.stamps.insert(i, stamp_ns)
-            e.poses.insert(i, T)
+        insert_stamped_pose(e.stamps, e.poses, stamp_ns, T)
 
     def frames(self) -> set[str]:
         return set(self._edges) | {e.parent for e in self._edges.values()}

@@ -614,14 +614,20 @@ def _make_node_class():
             resp.message = f"rendered {W}x{H}"
             return resp
 
+        def _map_path(self, req, resp):
+            """The file a save/load request names inside map_dir, or None with resp refused."""
+            resp.success = False
+            try:
+                return resolve_in_dir(self.ncfg.map_dir, req.name)
+            except ValueError as e:
+                resp.message = f"refused: {e}"
+                return None
+
         def _srv_save(self, req, resp):
             from neural_mapping.mapfile import save_map
 
-            resp.success = False
-            try:
-                path = resolve_in_dir(self.ncfg.map_dir, req.name)
-            except ValueError as e:
-                resp.message = f"refused: {e}"
+            path = self._map_path(req, resp)
+            if path is None:
                 return resp
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -639,11 +645,8 @@ def _make_node_class():
         def _srv_load(self, req, resp):
             from neural_mapping.mapfile import load_map
 
-            resp.success = False
-            try:
-                path = resolve_in_dir(self.ncfg.map_dir, req.name)
-            except ValueError as e:
-                resp.message = f"refused: {e}"
+            path = self._map_path(req, resp)
+            if path is None:
                 return resp
             if not path.is_file():
                 resp.message = f"{path}: no such map file"

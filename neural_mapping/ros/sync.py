@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from neural_mapping.camera import interpolate_pose_at
+from neural_mapping.camera import insert_stamped_pose, interpolate_pose_at
 
 
 @dataclass
@@ -105,12 +105,7 @@ class ApproxSync:
         """A camera-to-world pose (4, 4) at ``stamp_ns``; out-of-order poses are inserted in order."""
         t = int(stamp_ns)
         T = np.asarray(T, dtype=np.float64).reshape(4, 4)
-        i = bisect.bisect_left(self._pose_t, t)
-        if i < len(self._pose_t) and self._pose_t[i] == t:
-            self._pose_T[i] = T
-        else:
-            self._pose_t.insert(i, t)
-            self._pose_T.insert(i, T)
+        insert_stamped_pose(self._pose_t, self._pose_T, t, T)
         # keep a bounded history, but always at least two poses
         cut = bisect.bisect_left(self._pose_t, self._pose_t[-1] - self.pose_history_ns)
         cut = min(cut, len(self._pose_t) - 2)
