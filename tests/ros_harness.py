@@ -178,6 +178,29 @@ class Client:
         self.pub_color.publish(color)
         self.pub_depth.publish(depth)
 
+    def publish_frames_acked(self, frames, depth_16uc1=lambda i: False, tries: int = 4, wait_s: float = 2.0) -> None:
+        """Publish frames one at a time, each until ~/status shows the node synchronised it.
+
+        Inputs use sensor-data (best-effort) QoS, so a busy node may lose a message; tests that
+        need every frame re-send a lost one (the same stamps) instead of depending on timing.
+        """
+        for i, f in enumerate(frames):
+            st = status_of(self)
+            before = st.frames_received if st else 0
+            for _ in range(tries):
+                self.publish_frame(f, depth_16uc1=depth_16uc1(i))
+                t_end = time.monotonic() + wait_s
+                while time.monotonic() < t_end:
+                    st = status_of(self)
+                    if st and st.frames_received > before:
+                        break
+                    time.sleep(0.05)
+                else:
+                    continue
+                break
+            else:
+                raise AssertionError(f"frame {i} was not received by the node after {tries} tries")
+
     def wait_subscribed(self, timeout: float = 20.0) -> None:
         pubs = [self.pub_color, self.pub_depth, self.pub_info, self.pub_pose]
         t_end = time.monotonic() + timeout

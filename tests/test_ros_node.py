@@ -61,9 +61,8 @@ def live(scene, env, tmp_path_factory):
     try:
         client = Client()
         client.wait_subscribed(timeout=60)
-        for i, f in enumerate(scene["seq"].frames[:N_FRAMES]):
-            client.publish_frame(f, depth_16uc1=(i % 2 == 1))  # both depth encodings
-            time.sleep(0.05)
+        client.wait_for(lambda: status_of(client), 30, "the first ~/status", proc)
+        client.publish_frames_acked(scene["seq"].frames[:N_FRAMES], depth_16uc1=lambda i: i % 2 == 1)  # both encodings
 
         def trained():
             st = status_of(client)
@@ -407,9 +406,7 @@ def test_malformed_messages_are_dropped_counted_and_mapping_goes_on(live, scene)
     st = c.wait_for(lambda: (lambda s: s if s and s.dropped_malformed >= st0.dropped_malformed + 3 else None)(status_of(c)),
                     30, "3 malformed messages counted", proc)
     assert proc.proc.poll() is None
-    for f in late:
-        c.publish_frame(f)
-        time.sleep(0.05)
+    c.publish_frames_acked(late)
     c.wait_for(lambda: (lambda s: s if s and s.frames_added >= st.frames_added + N_LATE - 1 and s.steps > st.steps else None)(
         status_of(c)), 60, "the late frames mapped", proc)
     assert "malformed" in proc.log()
