@@ -235,11 +235,14 @@ def test_render_pose_moves_the_virtual_camera(live, scene):
     t_sent = time.time_ns()
     c.pub_render_pose.publish(PoseStamped(header=co.make_header("map", 0), pose=co.T_to_pose(f.T_WC)))
 
-    def fresh_depth():
+    def depth_after(t_ns):
         m = c.get("rendered/depth")
-        return m if m is not None and m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > t_sent else None
+        return m if m is not None and m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec > t_ns else None
 
-    dep = c.wait_for(fresh_depth, 90, "a view rendered from ~/render_pose", live["proc"])
+    # the first view stamped after sending may have been started before the pose arrived: take the next
+    first = c.wait_for(lambda: depth_after(t_sent), 90, "a view rendered after ~/render_pose was sent", live["proc"])
+    t_first = first.header.stamp.sec * 1_000_000_000 + first.header.stamp.nanosec
+    dep = c.wait_for(lambda: depth_after(t_first), 90, "a view rendered from ~/render_pose", live["proc"])
     d = convert.image_to_depth_m(dep)
     K = convert.camera_info_to_K(c.get("rendered/camera_info"))
     _, d_here = scene["renderer"].render(f.T_WC, K, 48, 64)
