@@ -90,7 +90,8 @@ def run(args) -> int:
 
     m = res.metrics
     rows = [
-        ("frames mapped / held out", f"{m.frames_added} / {m.frames_held_out}"),
+        ("frames mapped / held out / dropped", f"{m.frames_added} / {m.frames_held_out} / {m.frames_dropped}"
+         " (dropped: the queue was full while training, as on the live node)"),
         ("keyframes, training steps", f"{m.keyframes}, {m.steps}"),
         ("throughput", f"{m.rays_per_s:,.0f} rays/s, {m.samples_per_s:,.0f} samples/s on {m.device}"),
         ("held-out depth L1", f"{100 * m.held_out_depth_l1_m:.2f} cm"),
