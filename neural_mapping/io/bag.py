@@ -173,6 +173,15 @@ def _first_encoding(reader, topic: str) -> str | None:
     return None
 
 
+def _only_topic(path: Path, enc: dict, encodings, what: str, flag: str) -> str:
+    """The single topic whose encoding is in ``encodings``; InputError naming ``--flag`` otherwise."""
+    cands = [t for t, e in enc.items() if e in encodings]
+    if len(cands) != 1:
+        raise InputError(f"{path}: {'no' if not cands else 'several'} {what} "
+                         f"({', '.join(cands) or 'none'}); name one with --{flag}")
+    return cands[0]
+
+
 def detect_topics(reader, path: Path, color: str | None = None, depth: str | None = None, info: str | None = None,
                   pose: str | None = None) -> BagTopics:
     """Choose the four topics (named ones are checked, the rest found by type); InputError when ambiguous."""
@@ -197,18 +206,8 @@ def detect_topics(reader, path: Path, color: str | None = None, depth: str | Non
         if not images:
             raise InputError(f"{path}: no sensor_msgs/Image topics (has {listing})")
         enc = {t: _first_encoding(reader, t) for t in images if t not in (color, depth)}
-        if not color:
-            cands = [t for t, e in enc.items() if e in COLOR_ENCODINGS]
-            if len(cands) != 1:
-                raise InputError(f"{path}: {'no' if not cands else 'several'} colour image topics "
-                                 f"({', '.join(cands) or 'none'}); name one with --color-topic")
-            color = cands[0]
-        if not depth:
-            cands = [t for t, e in enc.items() if e in DEPTH_ENCODINGS]
-            if len(cands) != 1:
-                raise InputError(f"{path}: {'no' if not cands else 'several'} depth image topics (16UC1/32FC1) "
-                                 f"({', '.join(cands) or 'none'}); name one with --depth-topic")
-            depth = cands[0]
+        color = color or _only_topic(path, enc, COLOR_ENCODINGS, "colour image topics", "color-topic")
+        depth = depth or _only_topic(path, enc, DEPTH_ENCODINGS, "depth image topics (16UC1/32FC1)", "depth-topic")
     if info:
         check(info, (INFO_T,), "info-topic")
     else:

@@ -81,16 +81,18 @@ class TfBuffer:
         common = next((f for f in up_s if f in set(up_t)), None)
         if common is None:
             return None
-        T_common_source = np.eye(4)
-        for child in up_s[: up_s.index(common)]:
-            T = self._edge_at(child, t)
-            if T is None:
-                return None
-            T_common_source = T @ T_common_source
-        T_common_target = np.eye(4)
-        for child in up_t[: up_t.index(common)]:
-            T = self._edge_at(child, t)
-            if T is None:
-                return None
-            T_common_target = T @ T_common_target
+        T_common_source = self._compose(up_s[: up_s.index(common)], t)
+        T_common_target = self._compose(up_t[: up_t.index(common)], t)
+        if T_common_source is None or T_common_target is None:
+            return None
         return invert_T(T_common_target) @ T_common_source
+
+    def _compose(self, children: list, t: int) -> np.ndarray | None:
+        """T_ancestor_child along a chain of frames (child first) at time t; None if an edge is missing."""
+        T_acc = np.eye(4)
+        for child in children:
+            T = self._edge_at(child, t)
+            if T is None:
+                return None
+            T_acc = T @ T_acc
+        return T_acc
