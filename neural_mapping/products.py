@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,6 +175,9 @@ class _ObservedBoxes:
 # ============================================================================ mesh
 
 _CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)  # (8, 3)
+_BUDGET_BATCH = 16  # tiles per batch of a time-budgeted extraction
+_PROBE_VERTS = 64  # vertices per tile whose field value is re-checked for changes
+_PROBE_LEVELS = 4  # coarse levels (tile, 1/2, 1/4, 1/8 tile) whose cell centres are re-checked
 _KEY_BITS = 21
 _KEY_OFF = 1 << (_KEY_BITS - 1)
 
@@ -196,6 +200,8 @@ class MeshStats:
     tiles_total: int = 0
     tiles_recomputed: int = 0
     points_queried: int = 0
+    points_probed: int = 0  # of which spent on change probes of cached tiles
+    tiles_pending: int = 0  # tiles that need recomputing but were left for later (budget)
     vertices: int = 0
     triangles: int = 0
     components_removed: int = 0
@@ -206,6 +212,10 @@ class _TileMesh:
     verts_W: np.ndarray  # (V, 3) float64 map frame
     faces: np.ndarray  # (F, 3) int64 into verts_W
     colors: np.ndarray | None  # (V, 3) float32
+    #: change probes (sdf maps): points (P, 3) — the tile's coarse cell centres, then up to
+    #: _PROBE_VERTS of its vertices — and the field's values there when the tile was computed
+    probe_pts: np.ndarray | None = None
+    probe_vals: np.ndarray | None = None
 
 
 class MeshExtractor:
@@ -217,15 +227,25 @@ class MeshExtractor:
     (|sdf(centre)| <= ``safety`` x half the cell diagonal), down to cells of 2 voxels; the
     field is then evaluated at the voxel corners of those cells (a dense (T+1)^3 grid per tile,
     filled sparsely) and marching cubes (skimage, Lewiner) runs per tile with a mask of their
-    voxels. The work follows the surface area, not the volume. ``extract(full=False)``
-    recomputes only tiles touched by coverage updates since the previous extraction (and tiles
-    never computed); ``full=True`` recomputes all. Nerf maps mesh the occupancy = 0.5 level and
-    are pruned by observed-surface voxels instead of the SDF test.
+    voxels. The work follows the surface area, not the volume.
+
+    ``extract(full=False)`` recomputes only the tiles whose mesh may have changed since the
+    previous extraction: tiles never computed, tiles touched by coverage updates, and, when
+    the field itself changed (training steps, a new field), tiles whose change probes moved.
+    The probes of a tile are its coarse cell centres (the first ``_PROBE_LEVELS`` levels of the
+    coarse-to-fine pass) and up to ``_PROBE_VERTS`` of its vertices, with the field's values
+    there when the tile was computed: a tile is recomputed when a vertex value, or the value at
+    a coarse centre that was or now is near a surface (within the pruning threshold of its
+    cell), moved by more than ``change_tol`` voxels: a surface moved, appeared or vanished. Tiles
+    whose probes did not move keep their mesh (and vertex colours): the live mesh lags the
+    field by at most about ``change_tol`` voxels. Nerf maps (no distance to compare) are
+    recomputed in full when the field changed. ``full=True`` recomputes all. Nerf maps mesh the
+    occupancy = 0.5 level and are pruned by observed-surface voxels instead of the SDF test.
     """
 
     def __init__(self, mapper, voxel_m: float | None = None, tile_cells: int = 32, safety: float = 1.25,
                  min_component_triangles: int | None = None, color: bool | None = None,
-                 snapshot: bool = True) -> None:
+                 snapshot: bool = True, change_tol: float = 0.25) -> None:
         if tile_cells < 1 or tile_cells & (tile_cells - 1):
             raise ValueError(f"tile_cells must be a power of two, got {tile_cells}")
         self.mapper = mapper
@@ -241,19 +261,25 @@ class MeshExtractor:
         #: mesh a copy of the map (Mapper.state_dict -> from_state_dict, made under its lock) so
         #: training goes on meanwhile; mappers without those methods are meshed under their lock
         self.snapshot = bool(snapshot)
+        if not change_tol > 0:
+            raise ValueError(f"change_tol must be positive, got {change_tol}")
+        self.change_tol = float(change_tol)
         self._tiles: dict[int, _TileMesh] = {}
         self._seen_updates = -1
+        self._seen_field = None  # _field_version of the map at the last extraction
+        self._pending: set[int] = set()  # keys of tiles left to recompute by a budgeted extraction
         self._last: tuple | None = None  # the last result (verts, faces, colors)
         self._kind: str | None = None
         self.stats = MeshStats()
 
     # ------------------------------------------------------------------ public
 
-    def extract(self, full: bool = False):
-        """The current mesh as an open3d.geometry.TriangleMesh (map frame, vertex colours)."""
+    def extract(self, full: bool = False, budget_s: float | None = None):
+        """The current mesh as an open3d.geometry.TriangleMesh (map frame, vertex colours);
+        ``full`` and ``budget_s`` as in :meth:`extract_arrays`."""
         import open3d as o3d
 
-        verts, faces, colors = self.extract_arrays(full=full)
+        verts, faces, colors = self.extract_arrays(full=full, budget_s=budget_s)
         mesh = o3d.geometry.TriangleMesh()
         mesh.vertices = o3d.utility.Vector3dVector(verts.astype(np.float64))
         mesh.triangles = o3d.utility.Vector3iVector(faces.astype(np.int32))
@@ -263,8 +289,15 @@ class MeshExtractor:
             mesh.compute_vertex_normals()
         return mesh
 
-    def extract_arrays(self, full: bool = False):
-        """(verts (V, 3) float64, faces (F, 3) int64, colors (V, 3) float32 | None)."""
+    def extract_arrays(self, full: bool = False, budget_s: float | None = None):
+        """(verts (V, 3) float64, faces (F, 3) int64, colors (V, 3) float32 | None).
+
+        ``budget_s`` bounds the time of an incremental extraction (live publishing): tiles to
+        recompute are taken in order of priority (newly observed first, then by how far their
+        probes moved) in batches until the budget is spent (at least one batch); the others keep
+        their previous mesh and are recomputed by the next extractions (``stats.tiles_pending``).
+        """
+        t_start = time.perf_counter()
         m = self.mapper
         stats = MeshStats()
         # what changed since the last extraction comes from the live coverage; the field is read
@@ -272,9 +305,11 @@ class MeshExtractor:
         src = None
         with _lock(m):
             n_updates = int(m.coverage.n_updates)
+            version = _field_version(m)
+            field_changed = version != self._seen_field
             changed = m.coverage.changed_since(self._seen_updates) if self._seen_updates >= 0 else None
-            if not full and self._seen_updates == n_updates and self._kind == _field_kind(m) \
-                    and self._last is not None:
+            if not full and self._seen_updates == n_updates and not field_changed and not self._pending \
+                    and self._kind == _field_kind(m) and self._last is not None:
                 self.stats = MeshStats(tiles_total=len(self._tiles), vertices=len(self._last[0]),
                                        triangles=len(self._last[1]))
                 return self._last  # nothing observed since the last extraction: the cached mesh
@@ -301,22 +336,39 @@ class MeshExtractor:
             tl, th = all_tiles * T * v, (all_tiles + 1) * T * v
             all_tiles = all_tiles[boxes.any_in_boxes(np.maximum(tl, lo), np.minimum(th, hi))]
             all_keys = set(_pack(all_tiles).tolist())
+            keys = _pack(all_tiles).tolist()
             if full or kind != self._kind or changed is None:
                 dirty = all_tiles
                 self._tiles.clear()
             else:
                 # the mesh mask is the coverage dilated by one voxel: grow changes by one voxel
                 need = self._tiles_touched(changed, all_tiles, cov.voxel_m)
-                need |= np.array([k not in self._tiles for k in _pack(all_tiles).tolist()], bool)
-                dirty = all_tiles[need]
+                need |= np.array([k not in self._tiles or k in self._pending for k in keys], bool)
+                score = np.where(need, np.inf, 0.0)  # newly observed or pending first
+                if field_changed and kind != "sdf":  # no distances to probe: all of it may have moved
+                    need[:] = True
+                elif field_changed:
+                    stats.points_probed = self._probe(src, all_tiles, need, score)
+                    stats.points_queried += stats.points_probed
+                order = np.argsort(-score[need], kind="stable")
+                dirty = all_tiles[need][order]
             for k in list(self._tiles):
                 if k not in all_keys:
                     del self._tiles[k]
             stats.tiles_total = len(all_tiles)
-            stats.tiles_recomputed = len(dirty)
-            if len(dirty):
-                self._compute_tiles(src, dirty, lo, hi, boxes, stats)
+            done = len(dirty)
+            if budget_s is None or full:
+                if len(dirty):
+                    self._compute_tiles(src, dirty, lo, hi, boxes, stats)
+            else:
+                done = 0
+                while done < len(dirty) and (done == 0 or time.perf_counter() - t_start < budget_s):
+                    self._compute_tiles(src, dirty[done:done + _BUDGET_BATCH], lo, hi, boxes, stats)
+                    done += len(dirty[done:done + _BUDGET_BATCH])
+            self._pending = set(_pack(dirty[done:]).tolist()) if done < len(dirty) else set()
+            stats.tiles_recomputed, stats.tiles_pending = done, len(dirty) - done
             self._seen_updates = n_updates
+            self._seen_field = version
             self._kind = kind
         verts, faces, colors = self._merge()
         verts, faces, colors, removed = _remove_small_components(verts, faces, colors, self.min_component_triangles)
@@ -331,6 +383,70 @@ class MeshExtractor:
             callable(getattr(type(m), "from_state_dict", None))
 
     # ------------------------------------------------------------------ internals
+
+    def _probe_points(self, tiles: np.ndarray, meshes: list) -> tuple[np.ndarray, np.ndarray]:
+        """Probe points of tiles (N, 3) with their meshes: (points (P, 3), tile of each (P,))."""
+        v, T = self.voxel_m, self.tile_cells
+        pts, owner = [], []
+        s, cells = T, np.zeros((1, 3), np.int64)
+        for _ in range(min(_PROBE_LEVELS, int(math.log2(T)) + 1)):
+            c = (tiles[:, None, :] * (T // s) + cells[None]).reshape(-1, 3)
+            pts.append((c + 0.5) * s * v)
+            owner.append(np.repeat(np.arange(len(tiles)), len(cells)))
+            cells = (cells[:, None, :] * 2 + _CORNERS[None]).reshape(-1, 3)
+            s //= 2
+        for i, tm in enumerate(meshes):
+            if tm is not None and len(tm.verts_W):
+                step = max(1, len(tm.verts_W) // _PROBE_VERTS)
+                pv = tm.verts_W[::step][:_PROBE_VERTS]
+                pts.append(pv)
+                owner.append(np.full(len(pv), i))
+        return np.vstack(pts), np.concatenate(owner)
+
+    def _coarse_thresholds(self) -> np.ndarray:
+        """Pruning threshold of each coarse probe of one tile, in probe order."""
+        T, out, n, s = self.tile_cells, [], 1, self.tile_cells
+        for _ in range(min(_PROBE_LEVELS, int(math.log2(T)) + 1)):
+            out.append(np.full(n, self.safety * 0.5 * math.sqrt(3.0) * s * self.voxel_m))
+            n *= 8
+            s //= 2
+        return np.concatenate(out)
+
+    def _set_probes(self, m, tiles: np.ndarray, stats: MeshStats) -> None:
+        """Record the change probes of freshly computed tiles (sdf maps)."""
+        keys = _pack(tiles).tolist()
+        meshes = [self._tiles[k] for k in keys]
+        pts, owner = self._probe_points(tiles, meshes)
+        vals = _values(m, pts)
+        stats.points_queried += len(pts)
+        order = np.argsort(owner, kind="stable")
+        cuts = np.searchsorted(owner[order], np.arange(len(tiles) + 1))
+        for i, tm in enumerate(meshes):
+            sel = order[cuts[i]:cuts[i + 1]]
+            tm.probe_pts, tm.probe_vals = pts[sel], vals[sel]
+
+    def _probe(self, m, tiles: np.ndarray, need: np.ndarray, score: np.ndarray) -> int:
+        """Mark in ``need`` (in place) the cached tiles whose field moved (see the class doc),
+        with their largest move in ``score``; returns the number of points queried."""
+        idx = [i for i, k in enumerate(_pack(tiles).tolist())
+               if not need[i] and self._tiles.get(k) is not None and self._tiles[k].probe_pts is not None]
+        if not idx:
+            return 0
+        keys = _pack(tiles[idx]).tolist()
+        tms = [self._tiles[k] for k in keys]
+        pts = np.vstack([tm.probe_pts for tm in tms])
+        old = np.concatenate([tm.probe_vals for tm in tms])
+        cuts = np.cumsum([0] + [len(tm.probe_pts) for tm in tms])
+        new = _values(m, pts)
+        thr = self._coarse_thresholds()
+        tol = self.change_tol * self.voxel_m
+        for j, (i, tm) in enumerate(zip(idx, tms)):
+            o, n = old[cuts[j]:cuts[j + 1]], new[cuts[j]:cuts[j + 1]]
+            near = np.minimum(np.abs(n), np.abs(o)) <= np.concatenate([thr, np.full(len(n) - len(thr), np.inf)])
+            d = np.abs(n - o)[near]
+            score[i] = float(d.max()) if len(d) else 0.0
+            need[i] = score[i] > tol
+        return len(pts)
 
     def _tiles_touched(self, changed, tiles: np.ndarray, margin_m: float) -> np.ndarray:
         """(Nt,) bool: tiles overlapping a changed cell of ``changed`` grown by ``margin_m``."""
@@ -353,8 +469,6 @@ class MeshExtractor:
 
     def _compute_tiles(self, m, tiles: np.ndarray, lo: np.ndarray, hi: np.ndarray, boxes: _ObservedBoxes,
                        stats: MeshStats) -> None:
-        from skimage.measure import marching_cubes
-
         v, T = self.voxel_m, self.tile_cells
         is_sdf = _field_kind(m) == "sdf"
         surf_boxes = None if is_sdf else _ObservedBoxes(m.coverage, dilate=1, surface_only=True)
@@ -383,6 +497,15 @@ class MeshExtractor:
             s //= 2
         for k in _pack(tiles).tolist():  # computed now; empty unless a surface is found below
             self._tiles[k] = _TileMesh(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros((0, 3), np.float32))
+        self._mesh_tiles(m, cells, s, cval, boxes, stats)
+        if is_sdf:
+            self._set_probes(m, tiles, stats)
+
+    def _mesh_tiles(self, m, cells: np.ndarray, s: int, cval, boxes: _ObservedBoxes, stats: MeshStats) -> None:
+        """Marching cubes over the voxels of the surviving cells (of ``s`` voxels), per tile."""
+        from skimage.measure import marching_cubes
+
+        v, T = self.voxel_m, self.tile_cells
         if len(cells) == 0:
             return
         # ---- the voxels of the surviving cells whose centres are observed (dilated coverage);
@@ -483,6 +606,13 @@ class MeshExtractor:
 
 
 _MC_MASK_OFFSET: int | None = None
+
+
+def _field_version(m):
+    """What identifies the state of a map's field: the field object and its training steps
+    (None for a duck-typed map with neither, whose field never changes)."""
+    st = getattr(m, "stats", None)
+    return (id(getattr(m, "field", None)), getattr(st, "steps", None))
 
 
 def _mc_mask_offset() -> int:

@@ -52,6 +52,7 @@ class AnalyticMap:
         self.lock = threading.RLock()
         self.n_queried = 0
         self.max_chunk = 0
+        self.stats = SimpleNamespace(steps=0)  # bumped by a test that changes sdf_fn (as training would)
 
     def add_frame(self, frame: Frame) -> None:
         # stride 1: the test images are small (rays 1-2 cm apart at 1.5 m, like 640x480 at stride 4)
@@ -206,6 +207,65 @@ def test_incremental_extraction_recomputes_only_changed_tiles_and_matches_full()
     assert len(ff) == len(fi) and len(vf) == len(vi)
     np.testing.assert_allclose(np.sort(vi, axis=0), np.sort(vf, axis=0), atol=1e-9)
     assert len(again[1]) < len(fi)
+
+
+def test_incremental_extraction_follows_field_changes_in_changed_tiles_only():
+    # the field changes without new observations (as training changes it): the incremental mesh
+    # must equal a full extraction while recomputing only the tiles around the change
+    def grown(p):  # the sphere grows by 3 cm
+        return np.minimum(scene_sdf(p), np.linalg.norm(p - SPHERE_C, axis=1) - (SPHERE_R + 0.03))
+
+    small_c = np.array([1.6, 1.6, 1.2])  # in free space between the eye and the sphere
+
+    def appeared(p):  # a small object appears in observed free space
+        return np.minimum(grown(p), np.linalg.norm(p - small_c, axis=1) - 0.1)
+
+    m = AnalyticMap()
+    for tgt in TARGETS[:2]:
+        m.add_frame(frame_at(scene_sdf, look_at(EYE, tgt)))
+    ex = P.MeshExtractor(m, voxel_m=0.04, tile_cells=16, color=False)
+    ex.extract_arrays()
+    m.stats.steps += 1  # a training step that did not change this field: nothing recomputed
+    ex.extract_arrays()
+    assert ex.stats.tiles_recomputed == 0 and ex.stats.points_probed > 0
+    for fn in (grown, appeared):
+        m.sdf_fn = fn
+        m.stats.steps += 1
+        vi, fi, _ = ex.extract_arrays()
+        assert 0 < ex.stats.tiles_recomputed < 0.5 * ex.stats.tiles_total
+        vf, ff, _ = P.MeshExtractor(m, voxel_m=0.04, tile_cells=16, color=False).extract_arrays()
+        assert len(ff) == len(fi) and len(vf) == len(vi)
+        np.testing.assert_allclose(np.sort(vi, axis=0), np.sort(vf, axis=0), atol=1e-9)
+    assert (np.abs(np.linalg.norm(vi - small_c, axis=1) - 0.1) < 0.005).sum() > 50  # the new object is meshed
+    assert (np.abs(np.linalg.norm(vi - SPHERE_C, axis=1) - SPHERE_R - 0.03) < 0.005).sum() > 50
+
+
+def test_time_budgeted_extraction_converges_to_the_full_mesh():
+    m = AnalyticMap()
+    for tgt in TARGETS[:2]:
+        m.add_frame(frame_at(scene_sdf, look_at(EYE, tgt)))
+
+    def converge(ex):
+        calls = 0
+        while True:
+            v, f, _ = ex.extract_arrays(budget_s=0.0)  # one batch of tiles per call
+            calls += 1
+            assert ex.stats.tiles_recomputed <= P._BUDGET_BATCH
+            if ex.stats.tiles_pending == 0:
+                return v, f, calls
+
+    ex = P.MeshExtractor(m, voxel_m=0.04, tile_cells=8, color=False)
+    for change in (False, True):
+        if change:  # the sphere grows (a training step moved the field)
+            m.sdf_fn = lambda p: np.minimum(scene_sdf(p), np.linalg.norm(p - SPHERE_C, axis=1) - SPHERE_R - 0.03)
+            m.stats.steps += 1
+        v, f, calls = converge(ex)
+        assert calls > 1
+        vf, ff, _ = P.MeshExtractor(m, voxel_m=0.04, tile_cells=8, color=False).extract_arrays()
+        assert len(ff) == len(f)
+        np.testing.assert_allclose(np.sort(v, axis=0), np.sort(vf, axis=0), atol=1e-9)
+    ex.extract_arrays(budget_s=0.0)
+    assert ex.stats.tiles_recomputed == 0 and ex.stats.points_queried == 0  # converged: the cached mesh
 
 
 def test_mesh_export_ply_and_obj_round_trip(room_map, tmp_path):
