@@ -19,6 +19,7 @@ Public API
   encode_with_jacobian(encoding, x)       (N, L*F), (N, L*F, 3) without autograd (fast on CPU;
                                           pure-PyTorch analytic fallback elsewhere)
   reference_encode_with_jacobian(encoding, x)   the pure-PyTorch analytic version (any device)
+  jacobian_vjp(jac, g, K)                 (N, 3) = sum_{k<K} g[:, k] jac[:, k, :] (kernel on CPU, bmm elsewhere)
 """
 
 from __future__ import annotations
@@ -325,3 +326,16 @@ def encode_with_jacobian(enc, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
                                      *GridSpec.of(enc).args())
         return out, jac
     return reference_encode_with_jacobian(enc, x)
+
+
+def jacobian_vjp(jac: torch.Tensor, g: torch.Tensor, K: int | None = None) -> torch.Tensor:
+    """Input gradient (N, 3) = sum_{k < K} g[:, k] * jac[:, k, :] from a jacobian (N, K, 3).
+
+    g (N, >= K) may have more columns (a trunk's gradient w.r.t. [features, xyz]); only the first
+    K are used. The CPU kernel reads g in place; elsewhere (CUDA, no kernel) a batched product.
+    """
+    K = jac.shape[1] if K is None else K
+    if (jac.device.type == "cpu" and jac.dtype == torch.float32 and g.dtype == torch.float32 and available()
+            and jac.is_contiguous() and g.stride(-1) == 1):
+        return _ext().jac_vjp(jac, g)
+    return torch.bmm(g[:, None, :K], jac)[:, 0, :]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neural_mapping import hashgrid_ext
+from neural_mapping import fastquery
 from neural_mapping import rendering as rd
 from neural_mapping.camera import backproject_depth, image_rays_W
 from neural_mapping.config import MapperConfig, from_dict, to_dict
@@ -312,25 +312,26 @@ class Mapper:
         need_grad = want_gradient or want_color
         with self.lock:
             self.field.eval()
+            # value + gradient without autograd (one forward keeping activation derivatives, the
+            # vjp of the value output only; hash-grid jacobian from the fused kernel); fields the
+            # fast path does not cover take the autograd reference
+            grad_fn = (fastquery.value_and_gradient if fastquery.supports(self.field)
+                       else fastquery.autograd_value_and_gradient)
             for s in range(0, N, chunk):
                 p = torch.from_numpy(pts_np[s:s + chunk]).to(self.device)
                 if need_grad:
-                    # no_table_grad: the fused CPU hash-grid kernel skips the table gradient a query discards
-                    with torch.enable_grad(), hashgrid_ext.no_table_grad():
-                        p.requires_grad_(True)
-                        out = self.field(p)
-                        g = torch.autograd.grad(out.value.sum(), p)[0]
+                    v, g, geo = grad_fn(self.field, p, want_geo=want_color)
                 else:
                     with torch.no_grad():
-                        out = self.field(p)
-                vals[s:s + chunk] = out.value.detach().cpu().numpy()
+                        v = self.field(p).value
+                vals[s:s + chunk] = v.cpu().numpy()
                 if want_gradient:
-                    grads[s:s + chunk] = g.detach().cpu().numpy()
+                    grads[s:s + chunk] = g.cpu().numpy()
                 if want_color:
                     with torch.no_grad():
                         n = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8)
                         view = -n if self.kind == "sdf" else n  # look at the surface head-on
-                        cols[s:s + chunk] = self.field.color(out.geo.detach(), view).cpu().numpy()
+                        cols[s:s + chunk] = self.field.color(geo, view).cpu().numpy()
         occ = self.occupancy_from_value(vals)
         observed = self.coverage.observed(pts_np.astype(np.float64)) if N else np.zeros(0, bool)
         occ = np.where(observed, occ, 0.5).astype(np.float32)

@@ -273,3 +273,19 @@ def test_far_and_non_finite_points_match_reference_without_crashing():
     bad = torch.tensor([[float("nan"), 0.0, 0.0], [float("inf"), 1.0, 2.0]])
     out = fast(enc, bad)
     assert out.shape == (2, enc.out_dim) and torch.isnan(out[0]).all()
+
+
+@needs_ext
+def test_jacobian_vjp_kernel_matches_batched_product():
+    """jac_vjp reads the first K columns of a wider, row-strided g (a trunk's [features, xyz] gradient)."""
+    enc = make(CONFIGS[0])
+    x = points(3000, seed=11)
+    _, J = hx.load().forward_jac(x, enc.table.detach(), *hx.GridSpec.of(enc).args())
+    g = torch.randn(3000, enc.out_dim + 3, generator=torch.Generator().manual_seed(12))
+    ref = torch.einsum("nk,nka->na", g[:, :enc.out_dim].double(), J.double()).float()
+    out = hx.jacobian_vjp(J, g, enc.out_dim)
+    close(out, ref, 1e-5)
+    close(hx.load().jac_vjp(J, g[:, :enc.out_dim].contiguous()), ref, 1e-5)
+    assert ref.abs().max() > 1.0
+    with pytest.raises(RuntimeError, match="unit column stride"):
+        hx.load().jac_vjp(J, g.t().contiguous().t())

@@ -17,6 +17,7 @@
 //   forward_jac    (x, table)            -> features, jacobian
 //   input_grad     (x, table, g)         -> grad_x (N, 3)   = sum_k g_k d feature_k / dx
 //   jvp            (x, table, v)         -> (N, L * F)      = sum_a v_a d feature / dx_a
+//   jac_vjp        (jac, g)              -> (N, 3)          = sum_k g[n, k] jac[n, k, :] (g rows may be strided)
 //   scatter        (x, g[, v], rows)     -> (rows, F): sum_n g_nk * w_c (or v . grad_x w_c) into row idx_c
 // The scatter parallelises over levels: every level owns its own block of T rows, so threads never
 // write the same row and the result is deterministic (the same order of additions every run).
@@ -310,6 +311,40 @@ torch::Tensor jvp(torch::Tensor x, torch::Tensor table, torch::Tensor v, torch::
   return out;
 }
 
+// jac (N, K, 3) contiguous, g (N, >= K) float32 with unit column stride -> (N, 3): the input gradient
+// from a jacobian that forward_jac computed (fast sdf + gradient queries: g is the trunk's gradient
+// w.r.t. its inputs, whose first K columns are the features).
+torch::Tensor jac_vjp(torch::Tensor jac, torch::Tensor gin) {
+  TORCH_CHECK(jac.device().is_cpu() && gin.device().is_cpu(), "hashgrid_ext: CPU tensors only");
+  TORCH_CHECK(jac.scalar_type() == torch::kFloat && gin.scalar_type() == torch::kFloat,
+              "hashgrid_ext: float32 tensors only");
+  TORCH_CHECK(jac.dim() == 3 && jac.size(2) == 3 && jac.is_contiguous(), "hashgrid_ext: jac must be contiguous (N, K, 3)");
+  const int64_t N = jac.size(0), K = jac.size(1);
+  TORCH_CHECK(gin.dim() == 2 && gin.size(0) == N && gin.size(1) >= K && (gin.stride(1) == 1 || gin.size(1) == 1),
+              "hashgrid_ext: g must be (N, >= K) with unit column stride");
+  const int64_t gs = gin.stride(0);
+  auto out = torch::empty({N, 3}, jac.options());
+  const float* jp = jac.data_ptr<float>();
+  const float* gp = gin.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, N, kGrain, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* J = jp + n * K * 3;
+      const float* g = gp + n * gs;
+      float a0 = 0.f, a1 = 0.f, a2 = 0.f;
+      for (int64_t k = 0; k < K; ++k) {
+        a0 += g[k] * J[3 * k];
+        a1 += g[k] * J[3 * k + 1];
+        a2 += g[k] * J[3 * k + 2];
+      }
+      op[3 * n] = a0;
+      op[3 * n + 1] = a1;
+      op[3 * n + 2] = a2;
+    }
+  });
+  return out;
+}
+
 // ----------------------------------------------------------------------------------------- scatter
 
 // grad_table[idx_c, k] += g[n, l*F + k] * (w_c  or  v[n] . dw_c/dx)   (v undefined -> w_c)
@@ -371,6 +406,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_jac", &forward_jac, "features (N, L*F) and d features / dx (N, L*F, 3)");
   m.def("input_grad", &input_grad, "grad_x (N, 3) = sum_k g_k d feature_k / dx");
   m.def("jvp", &jvp, "(N, L*F) = d feature / dx . v");
+  m.def("jac_vjp", &jac_vjp, "(N, 3) = sum_k g[n, k] jac[n, k, :]");
   m.def("scatter", &scatter, "table gradient (L*T, F)", py::arg("x"), py::arg("gout"), py::arg("v"),
         py::arg("n_rows"), py::arg("inv_cell"), py::arg("T"), py::arg("n_dense"), py::arg("R"));
   m.def("num_threads", []() { return at::get_num_threads(); });

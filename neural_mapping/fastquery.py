@@ -1,0 +1,175 @@
+"""Field value + gradient w.r.t. position without autograd (fast queries, any device).
+
+``value_and_gradient(field, pts)`` returns what ``Mapper.query`` needs -- the value (sdf, or
+density for a RadianceField), its gradient d value / d x (N, 3) and the geometry features (N, G)
+for the colour head -- from one forward pass that keeps each layer's activation derivative and
+a vector-Jacobian product of the *value output only* back through the trunk:
+
+  forward   e = [enc(x), s x];  z_i = W_i a_{i-1} + b_i;  a_i = act(z_i) (keep act'(z_i));  h = W_o a + b_o
+  backward  g = W_o[0];  for each hidden layer, last first: g = (g * act'(z_i)) W_i     (N, H) matmuls
+            grad_x = J_enc(x)^T g[:, :D] + s g[:, D:]
+
+Autograd would instead build a graph and push the gradient of all 1 + G outputs' bookkeeping
+through generic ops. The hash-grid jacobian J (N, L*F, 3) comes with the features from the fused
+CPU kernel in one pass (:func:`neural_mapping.hashgrid_ext.encode_with_jacobian`, pure-PyTorch
+analytic elsewhere, e.g. CUDA); other encodings take their (cheap, elementwise) encoding
+gradient from autograd on the encoding alone. Supported trunks: ``mlp`` with relu / softplus /
+sine and ``siren``; anything else makes :func:`supports` false and callers use
+:func:`autograd_value_and_gradient`, the reference this module is tested against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from neural_mapping import hashgrid_ext
+from neural_mapping.encodings import HashGridEncoding
+
+#: points per internal block: keeps the block's jacobian and activations (~1 KB per point) in cache
+BLOCK = 16384
+
+
+def _layers(trunk: nn.Module):
+    """The trunk as [(linear, kind, param)] hidden layers and the output linear, or None if unsupported.
+
+    kind: "relu", "softplus" (param (beta, threshold)), "sine" (param w0: sin(w0 z)).
+    """
+    from neural_mapping.fields import Sine, SirenLayer
+
+    if not isinstance(trunk, nn.Sequential) or len(trunk) == 0 or not isinstance(trunk[-1], nn.Linear):
+        return None
+    mods = list(trunk)[:-1]
+    hidden = []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, SirenLayer):
+            hidden.append((m.linear, "sine", float(m.omega0)))
+            i += 1
+            continue
+        if not isinstance(m, nn.Linear) or i + 1 >= len(mods):
+            return None
+        act = mods[i + 1]
+        if isinstance(act, nn.ReLU):
+            hidden.append((m, "relu", None))
+        elif isinstance(act, nn.Softplus):
+            hidden.append((m, "softplus", (float(act.beta), float(act.threshold))))
+        elif isinstance(act, Sine):
+            hidden.append((m, "sine", float(act.w0)))
+        else:
+            return None
+        i += 2
+    return hidden, trunk[-1]
+
+
+def supports(field) -> bool:
+    """Whether :func:`value_and_gradient` applies to this field (else use the autograd reference)."""
+    return getattr(field, "kind", None) in ("sdf", "nerf") and _layers(field.trunk) is not None
+
+
+def _linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    w = lin.weight.detach()
+    if lin.bias is None:
+        return x @ w.t()
+    return torch.addmm(lin.bias.detach(), x, w.t())
+
+
+def _act(z: torch.Tensor, kind: str, param):
+    """(activation, what its backward needs) at z (z is overwritten). relu: the activation itself
+    (the backward is aten threshold_backward: one vectorised pass, no mask tensor); others: act'(z)."""
+    if kind == "relu":
+        a = z.relu_()
+        return a, a
+    if kind == "softplus":
+        beta, thr = param
+        a = F.softplus(z, beta, thr)
+        bz = z * beta
+        return a, torch.where(bz > thr, torch.ones_like(z), torch.sigmoid(bz))
+    w0 = param  # sine
+    wz = z * w0
+    return torch.sin(wz), torch.cos(wz) * w0
+
+
+def _block(field, x: torch.Tensor, layers, want_geo: bool):
+    hidden, out_lin = layers
+    enc = field.encoding
+    hashgrid = isinstance(enc, HashGridEncoding)
+    if hashgrid:
+        e, J = hashgrid_ext.encode_with_jacobian(enc, x)  # float32 (the tables' type)
+        e, J = e.to(x.dtype), J.to(x.dtype)
+        xe = None
+    else:  # any other encoding: its own (elementwise) gradient through autograd, the trunk analytic
+        with torch.enable_grad():
+            xe = x.detach().clone().requires_grad_(True)
+            e_graph = enc(xe)
+        e = e_graph.detach()
+    D = e.shape[1]
+    if field.include_xyz:
+        e = torch.cat([e, x * field.xyz_scale], dim=1)
+    a = e
+    derivs = []
+    for lin, kind, param in hidden:
+        a, d = _act(_linear(a, lin), kind, param)
+        derivs.append(d)
+    h = _linear(a, out_lin)
+    value = h[:, 0]
+    # vector-Jacobian product of output 0 only
+    g = out_lin.weight.detach()[0]  # (H,)
+    for (lin, kind, _), d in zip(reversed(hidden), reversed(derivs)):
+        if kind == "relu":
+            g = torch.ops.aten.threshold_backward(g.expand_as(d) if g.dim() == 1 else g, d, 0.0)
+        else:
+            g = d * g
+        g = g @ lin.weight.detach()  # (N, in)
+    if g.dim() == 1:  # no hidden layer: a linear trunk
+        g = g.expand(x.shape[0], -1)
+    if hashgrid:
+        grad = hashgrid_ext.jacobian_vjp(J, g, D)
+    else:
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(e_graph, xe, g[:, :D].contiguous())
+    if field.include_xyz:
+        grad = grad + g[:, D:D + 3] * field.xyz_scale
+    if field.kind == "nerf":  # value = trunc_exp(h0) = exp(min(h0, 15))
+        value = torch.exp(torch.clamp(value, max=15.0))
+        grad = grad * torch.where(h[:, 0] < 15.0, value, 0.0)[:, None]
+    geo = h[:, 1:] if want_geo else None
+    return value, grad, geo
+
+
+def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: int = BLOCK):
+    """(value (N,), d value / d x (N, 3), geo (N, G) or None) at pts (N, 3), no autograd graph.
+
+    Same numbers as :func:`autograd_value_and_gradient` up to float rounding. Raises
+    ValueError when :func:`supports` is false.
+    """
+    layers = _layers(field.trunk)
+    if layers is None or getattr(field, "kind", None) not in ("sdf", "nerf"):
+        raise ValueError("value_and_gradient: unsupported field (use autograd_value_and_gradient)")
+    dtype = layers[1].weight.dtype  # float32, or float64 for a field converted with .double()
+    x = pts.detach().to(dtype).contiguous()
+    N = x.shape[0]
+    with torch.no_grad():
+        if N <= block:
+            return _block(field, x, layers, want_geo)
+        value = torch.empty(N, dtype=dtype, device=x.device)
+        grad = torch.empty(N, 3, dtype=dtype, device=x.device)
+        geo = torch.empty(N, field.n_geo, dtype=dtype, device=x.device) if want_geo else None
+        for s in range(0, N, block):
+            v, g, ge = _block(field, x[s:s + block], layers, want_geo)
+            value[s:s + block] = v
+            grad[s:s + block] = g
+            if want_geo:
+                geo[s:s + block] = ge
+        return value, grad, geo
+
+
+def autograd_value_and_gradient(field, pts: torch.Tensor, want_geo: bool = True):
+    """The reference: (value, d value / d x, geo) through autograd (any field)."""
+    with torch.enable_grad(), hashgrid_ext.no_table_grad():
+        p = pts.detach().to(field.trunk[-1].weight.dtype).clone().requires_grad_(True)
+        out = field(p)
+        (g,) = torch.autograd.grad(out.value.sum(), p)
+    return out.value.detach(), g, out.geo.detach()
