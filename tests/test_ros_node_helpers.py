@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neural_mapping.ros.node import _esdf_points, _occupied_centres, check_map_name, frame_from_synced, resize_nearest, resolve_in_dir
+from neural_mapping.ros.node import (_esdf_points, _occupied_centres, auto_input_max_width, check_map_name, frame_from_synced,
+                                     input_stride, refresh_snapshot, resize_nearest, resolve_in_dir)
 from neural_mapping.ros.sync import SyncedSet
 
 
@@ -61,3 +62,65 @@ def test_occupied_centres_and_esdf_points():
     pts, dist = _esdf_points(es, 0.7)
     np.testing.assert_allclose(pts, [[0.5, 0.5, 0.7], [1.5, 1.5, 0.7]])
     np.testing.assert_allclose(dist, [0.5, -0.25])
+
+
+def test_input_stride_and_auto_width():
+    assert [input_stride(w, 320) for w in (160, 320, 321, 640, 641, 1280)] == [1, 1, 2, 2, 3, 4]
+    assert input_stride(1280, None) == 1
+    assert auto_input_max_width(0, "cpu") == 320 and auto_input_max_width(0, "cuda") is None
+    assert auto_input_max_width(-1, "cpu") is None and auto_input_max_width(500, "cuda") == 500
+
+
+def test_frame_from_synced_subsamples_wide_input_keeping_each_pixel_ray():
+    from neural_mapping.camera import backproject_depth
+
+    H, W = 24, 64
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 3.0, (H, W)).astype(np.float32)
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    K = np.array([[40.0, 0, 31.5], [0, 41.0, 11.5], [0, 0, 1]])
+    T = np.eye(4)
+    T[:3, 3] = [0.5, -0.2, 1.0]
+    s = SyncedSet(stamp_ns=7, color=rgb, depth=depth, info=(K, (W, H)), T_WC=T)
+    f = frame_from_synced(s, max_width=30)  # stride 3
+    assert f.depth_m.shape == (8, 22) and f.rgb.shape == (8, 22, 3)
+    np.testing.assert_array_equal(f.depth_m, depth[::3, ::3])
+    np.testing.assert_array_equal(f.rgb, rgb[::3, ::3])  # colour of the kept depth pixels
+    np.testing.assert_allclose(f.K, [[40 / 3, 0, 31.5 / 3], [0, 41 / 3, 11.5 / 3], [0, 0, 1]])
+    # each kept pixel back-projects to the same 3-D point as in the full image
+    full = backproject_depth(depth, K, T, stride=3)
+    sub = backproject_depth(f.depth_m, f.K, T, stride=1)
+    np.testing.assert_allclose(sub, full, atol=1e-5)
+    # colour of another size is sampled at the centres of the kept depth pixels
+    big = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)  # (48, 128, 3): 2x2 blocks of the same colour
+    f2 = frame_from_synced(SyncedSet(stamp_ns=7, color=big, depth=depth, info=(K, (W, H)), T_WC=T), max_width=30)
+    np.testing.assert_array_equal(f2.rgb, rgb[::3, ::3])
+    # within the width: untouched
+    assert frame_from_synced(s, max_width=64).depth_m.shape == (H, W)
+
+
+def test_refresh_snapshot_matches_a_new_copy():
+    from neural_mapping.config import preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+    from neural_mapping.mapper import Mapper
+
+    seq = synthetic_sequence(n_frames=4, width=80, height=60, seed=1)
+    cfg = preset("cpu")
+    m = Mapper(cfg)
+    m.add_frame(seq.frames[0])
+    m.step(2)
+    snap = Mapper.from_state_dict(m.state_dict())
+    for f in seq.frames[1:]:
+        m.add_frame(f)
+    m.step(2)
+    assert refresh_snapshot(snap, m.state_dict())
+    ref = Mapper.from_state_dict(m.state_dict())
+    pts = np.random.default_rng(0).uniform(-2, 2, (500, 3))
+    np.testing.assert_array_equal(snap.query(pts).sdf, ref.query(pts).sdf)
+    for a, b in zip(snap.bounds(), ref.bounds()):
+        np.testing.assert_array_equal(a, b)
+    assert snap.stats == ref.stats and snap.coverage.n_observed == ref.coverage.n_observed
+    # another config cannot be refreshed in place
+    other = Mapper(preset("cpu"))
+    other.cfg.field.hidden = 32
+    assert not refresh_snapshot(snap, Mapper(other.cfg).state_dict())

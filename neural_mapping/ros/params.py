@@ -67,6 +67,10 @@ class NodeConfig(_Group):
                                   lo=0.0, hi=60.0)
     queue_size: int = param(8, "Bounded frame queue between callbacks and trainer (oldest dropped)", lo=1, hi=1000)
     frames_per_step: int = param(1, "Trainer: frames integrated from the queue between two training steps", lo=1, hi=1000)
+    input_max_width: int = param(0, "Subsample input images by the smallest integer stride that makes them at most "
+                                    "this wide, before queuing (intrinsics scaled, colour sampled at the kept depth "
+                                    "pixels); 0 = auto (320 px when the mapper runs on CPU, full resolution on CUDA); "
+                                    "-1 = always full resolution", lo=-1, hi=16384)
     paused: bool = param(False, "Pause training (frames are still received and counted)", runtime=True)
     mesh_rate_hz: float = param(0.2, "Mesh publish rate (Hz, 0 = off); published only when the map changed",
                                 lo=0.0, hi=50.0, runtime=True)
