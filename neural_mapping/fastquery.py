@@ -69,13 +69,6 @@ def supports(field) -> bool:
     return getattr(field, "kind", None) in ("sdf", "nerf") and _layers(field.trunk) is not None
 
 
-def _linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
-    w = lin.weight.detach()
-    if lin.bias is None:
-        return x @ w.t()
-    return torch.addmm(lin.bias.detach(), x, w.t())
-
-
 def _act(z: torch.Tensor, kind: str, param):
     """(activation, what its backward needs) at z (z is overwritten). relu: the activation itself
     (the backward is aten threshold_backward: one vectorised pass, no mask tensor); others: act'(z)."""
@@ -92,14 +85,34 @@ def _act(z: torch.Tensor, kind: str, param):
     return torch.sin(wz), torch.cos(wz) * w0
 
 
-def _block(field, x: torch.Tensor, layers, want_geo: bool):
+def _plan(field, layers):
+    """Detached weights in the layout the block loop uses, built once per call.
+
+    The first layer's backward weight is zero-padded to a multiple of 8 columns: (N, 64) x (64, 35)
+    products measured ~1.3x slower than (64, 40) on AVX2; the padded gradient columns are never read.
+    """
     hidden, out_lin = layers
+    plan = []
+    for i, (lin, kind, param) in enumerate(hidden):
+        w = lin.weight.detach()
+        wb = w
+        if i == 0 and w.shape[1] % 8:
+            wb = torch.zeros(w.shape[0], -(-w.shape[1] // 8) * 8, dtype=w.dtype, device=w.device)
+            wb[:, :w.shape[1]] = w
+        b = lin.bias.detach() if lin.bias is not None else None
+        plan.append((w.t(), b, wb, kind, param))
+    wo = out_lin.weight.detach()
+    bo = out_lin.bias.detach() if out_lin.bias is not None else None
+    return plan, wo, bo
+
+
+def _block(field, x: torch.Tensor, plan, want_geo: bool):
+    hidden, wo, bo = plan
     enc = field.encoding
     hashgrid = isinstance(enc, HashGridEncoding)
     if hashgrid:
         e, J = hashgrid_ext.encode_with_jacobian(enc, x)  # float32 (the tables' type)
         e, J = e.to(x.dtype), J.to(x.dtype)
-        xe = None
     else:  # any other encoding: its own (elementwise) gradient through autograd, the trunk analytic
         with torch.enable_grad():
             xe = x.detach().clone().requires_grad_(True)
@@ -110,28 +123,29 @@ def _block(field, x: torch.Tensor, layers, want_geo: bool):
         e = torch.cat([e, x * field.xyz_scale], dim=1)
     a = e
     derivs = []
-    for lin, kind, param in hidden:
-        a, d = _act(_linear(a, lin), kind, param)
+    for wt, b, _, kind, param in hidden:
+        a, d = _act(a @ wt if b is None else torch.addmm(b, a, wt), kind, param)
         derivs.append(d)
-    h = _linear(a, out_lin)
+    h = a @ wo.t() if bo is None else torch.addmm(bo, a, wo.t())
     value = h[:, 0]
     # vector-Jacobian product of output 0 only
-    g = out_lin.weight.detach()[0]  # (H,)
-    for (lin, kind, _), d in zip(reversed(hidden), reversed(derivs)):
+    g = wo[0]  # (H,)
+    for (_, _, wb, kind, _), d in zip(reversed(hidden), reversed(derivs)):
         if kind == "relu":
             g = torch.ops.aten.threshold_backward(g.expand_as(d) if g.dim() == 1 else g, d, 0.0)
         else:
             g = d * g
-        g = g @ lin.weight.detach()  # (N, in)
+        g = g @ wb  # (N, in) (first layer: padded columns)
     if g.dim() == 1:  # no hidden layer: a linear trunk
         g = g.expand(x.shape[0], -1)
-    if hashgrid:
-        grad = hashgrid_ext.jacobian_vjp(J, g, D)
+    xyz = field.xyz_scale if field.include_xyz else None
+    if hashgrid:  # J^T g_feat (+ s g_xyz) in one pass over J
+        grad = hashgrid_ext.jacobian_vjp(J, g, D, xyz_scale=xyz)
     else:
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(e_graph, xe, g[:, :D].contiguous())
-    if field.include_xyz:
-        grad = grad + g[:, D:D + 3] * field.xyz_scale
+        if xyz is not None:
+            grad = grad + g[:, D:D + 3] * xyz
     if field.kind == "nerf":  # value = trunc_exp(h0) = exp(min(h0, 15))
         value = torch.exp(torch.clamp(value, max=15.0))
         grad = grad * torch.where(h[:, 0] < 15.0, value, 0.0)[:, None]
@@ -152,13 +166,14 @@ def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: 
     x = pts.detach().to(dtype).contiguous()
     N = x.shape[0]
     with torch.no_grad():
+        plan = _plan(field, layers)
         if N <= block:
-            return _block(field, x, layers, want_geo)
+            return _block(field, x, plan, want_geo)
         value = torch.empty(N, dtype=dtype, device=x.device)
         grad = torch.empty(N, 3, dtype=dtype, device=x.device)
         geo = torch.empty(N, field.n_geo, dtype=dtype, device=x.device) if want_geo else None
         for s in range(0, N, block):
-            v, g, ge = _block(field, x[s:s + block], layers, want_geo)
+            v, g, ge = _block(field, x[s:s + block], plan, want_geo)
             value[s:s + block] = v
             grad[s:s + block] = g
             if want_geo:

@@ -19,7 +19,8 @@ Public API
   encode_with_jacobian(encoding, x)       (N, L*F), (N, L*F, 3) without autograd (fast on CPU;
                                           pure-PyTorch analytic fallback elsewhere)
   reference_encode_with_jacobian(encoding, x)   the pure-PyTorch analytic version (any device)
-  jacobian_vjp(jac, g, K)                 (N, 3) = sum_{k<K} g[:, k] jac[:, k, :] (kernel on CPU, bmm elsewhere)
+  jacobian_vjp(jac, g, K, xyz_scale)      (N, 3) = sum_{k<K} g[:, k] jac[:, k, :] (+ s g[:, K:K+3]);
+                                          kernel on CPU, bmm elsewhere
 """
 
 from __future__ import annotations
@@ -328,14 +329,22 @@ def encode_with_jacobian(enc, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return reference_encode_with_jacobian(enc, x)
 
 
-def jacobian_vjp(jac: torch.Tensor, g: torch.Tensor, K: int | None = None) -> torch.Tensor:
-    """Input gradient (N, 3) = sum_{k < K} g[:, k] * jac[:, k, :] from a jacobian (N, K, 3).
+def jacobian_vjp(jac: torch.Tensor, g: torch.Tensor, K: int | None = None,
+                 xyz_scale: float | None = None) -> torch.Tensor:
+    """Input gradient (N, 3) = sum_{k < K} g[:, k] * jac[:, k, :] (+ xyz_scale * g[:, K:K+3]).
 
-    g (N, >= K) may have more columns (a trunk's gradient w.r.t. [features, xyz]); only the first
-    K are used. The CPU kernel reads g in place; elsewhere (CUDA, no kernel) a batched product.
+    jac (N, K, 3); g (N, >= K) may have more columns (a trunk's gradient w.r.t. [features, s xyz,
+    padding]): the first K are used, and with ``xyz_scale`` the next 3 are the gradient w.r.t. the
+    raw positions fed to the trunk scaled by s. The CPU kernel reads g in place, one pass;
+    elsewhere (CUDA, no kernel) a batched product.
     """
     K = jac.shape[1] if K is None else K
+    if xyz_scale is not None and g.shape[1] < K + 3:
+        raise ValueError(f"jacobian_vjp: g has {g.shape[1]} columns, xyz_scale needs K + 3 = {K + 3}")
     if (jac.device.type == "cpu" and jac.dtype == torch.float32 and g.dtype == torch.float32 and available()
-            and jac.is_contiguous() and g.stride(-1) == 1):
-        return _ext().jac_vjp(jac, g)
-    return torch.bmm(g[:, None, :K], jac)[:, 0, :]
+            and jac.is_contiguous() and g.stride(-1) == 1 and K == jac.shape[1]):
+        return _ext().jac_vjp(jac, g, -1 if xyz_scale is None else K, 0.0 if xyz_scale is None else float(xyz_scale))
+    out = torch.bmm(g[:, None, :K], jac)[:, 0, :]
+    if xyz_scale is not None:
+        out = out + g[:, K:K + 3] * xyz_scale
+    return out

@@ -287,5 +287,8 @@ def test_jacobian_vjp_kernel_matches_batched_product():
     close(out, ref, 1e-5)
     close(hx.load().jac_vjp(J, g[:, :enc.out_dim].contiguous()), ref, 1e-5)
     assert ref.abs().max() > 1.0
+    ref_xyz = ref + 0.125 * g[:, enc.out_dim:enc.out_dim + 3]  # + the raw-xyz inputs' part, scaled
+    close(hx.jacobian_vjp(J, g, enc.out_dim, xyz_scale=0.125), ref_xyz, 1e-5)
+    close(hx.jacobian_vjp(J.double(), g.double(), enc.out_dim, xyz_scale=0.125).float(), ref_xyz, 1e-5)  # bmm
     with pytest.raises(RuntimeError, match="unit column stride"):
         hx.load().jac_vjp(J, g.t().contiguous().t())

@@ -17,7 +17,7 @@
 //   forward_jac    (x, table)            -> features, jacobian
 //   input_grad     (x, table, g)         -> grad_x (N, 3)   = sum_k g_k d feature_k / dx
 //   jvp            (x, table, v)         -> (N, L * F)      = sum_a v_a d feature / dx_a
-//   jac_vjp        (jac, g)              -> (N, 3)          = sum_k g[n, k] jac[n, k, :] (g rows may be strided)
+//   jac_vjp        (jac, g, c, s)        -> (N, 3)          = sum_k g[n, k] jac[n, k, :] (+ s g[n, c:c+3] if c >= 0)
 //   scatter        (x, g[, v], rows)     -> (rows, F): sum_n g_nk * w_c (or v . grad_x w_c) into row idx_c
 // The scatter parallelises over levels: every level owns its own block of T rows, so threads never
 // write the same row and the result is deterministic (the same order of additions every run).
@@ -313,8 +313,9 @@ torch::Tensor jvp(torch::Tensor x, torch::Tensor table, torch::Tensor v, torch::
 
 // jac (N, K, 3) contiguous, g (N, >= K) float32 with unit column stride -> (N, 3): the input gradient
 // from a jacobian that forward_jac computed (fast sdf + gradient queries: g is the trunk's gradient
-// w.r.t. its inputs, whose first K columns are the features).
-torch::Tensor jac_vjp(torch::Tensor jac, torch::Tensor gin) {
+// w.r.t. its inputs, whose first K columns are the features). With xyz_col >= 0, the raw-position
+// inputs' part xyz_scale * g[n, xyz_col + a] is added (a trunk fed [features, xyz_scale * x]).
+torch::Tensor jac_vjp(torch::Tensor jac, torch::Tensor gin, int64_t xyz_col, double xyz_scale) {
   TORCH_CHECK(jac.device().is_cpu() && gin.device().is_cpu(), "hashgrid_ext: CPU tensors only");
   TORCH_CHECK(jac.scalar_type() == torch::kFloat && gin.scalar_type() == torch::kFloat,
               "hashgrid_ext: float32 tensors only");
@@ -322,7 +323,9 @@ torch::Tensor jac_vjp(torch::Tensor jac, torch::Tensor gin) {
   const int64_t N = jac.size(0), K = jac.size(1);
   TORCH_CHECK(gin.dim() == 2 && gin.size(0) == N && gin.size(1) >= K && (gin.stride(1) == 1 || gin.size(1) == 1),
               "hashgrid_ext: g must be (N, >= K) with unit column stride");
+  TORCH_CHECK(xyz_col < 0 || xyz_col + 3 <= gin.size(1), "hashgrid_ext: xyz_col + 3 exceeds g's columns");
   const int64_t gs = gin.stride(0);
+  const float s = static_cast<float>(xyz_scale);
   auto out = torch::empty({N, 3}, jac.options());
   const float* jp = jac.data_ptr<float>();
   const float* gp = gin.data_ptr<float>();
@@ -336,6 +339,11 @@ torch::Tensor jac_vjp(torch::Tensor jac, torch::Tensor gin) {
         a0 += g[k] * J[3 * k];
         a1 += g[k] * J[3 * k + 1];
         a2 += g[k] * J[3 * k + 2];
+      }
+      if (xyz_col >= 0) {
+        a0 += s * g[xyz_col];
+        a1 += s * g[xyz_col + 1];
+        a2 += s * g[xyz_col + 2];
       }
       op[3 * n] = a0;
       op[3 * n + 1] = a1;
@@ -406,7 +414,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward_jac", &forward_jac, "features (N, L*F) and d features / dx (N, L*F, 3)");
   m.def("input_grad", &input_grad, "grad_x (N, 3) = sum_k g_k d feature_k / dx");
   m.def("jvp", &jvp, "(N, L*F) = d feature / dx . v");
-  m.def("jac_vjp", &jac_vjp, "(N, 3) = sum_k g[n, k] jac[n, k, :]");
+  m.def("jac_vjp", &jac_vjp, "(N, 3) = sum_k g[n, k] jac[n, k, :] (+ s g[n, c:c+3])", py::arg("jac"), py::arg("g"),
+        py::arg("xyz_col") = -1, py::arg("xyz_scale") = 0.0);
   m.def("scatter", &scatter, "table gradient (L*T, F)", py::arg("x"), py::arg("gout"), py::arg("v"),
         py::arg("n_rows"), py::arg("inv_cell"), py::arg("T"), py::arg("n_dense"), py::arg("R"));
   m.def("num_threads", []() { return at::get_num_threads(); });
