@@ -1,6 +1,6 @@
 """Field value + gradient w.r.t. position without autograd (fast queries, any device).
 
-``value_and_gradient(field, pts)`` returns what ``Mapper.query`` needs -- the value (sdf, or
+``value(field, pts)`` is the value alone (blocked, value output only); ``value_and_gradient(field, pts)`` returns what ``Mapper.query`` needs -- the value (sdf, or
 density for a RadianceField), its gradient d value / d x (N, 3) and the geometry features (N, G)
 for the colour head -- from one forward pass that keeps each layer's activation derivative and
 a vector-Jacobian product of the *value output only* back through the trunk:
@@ -179,6 +179,41 @@ def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: 
             if want_geo:
                 geo[s:s + block] = ge
         return value, grad, geo
+
+
+def _value_block(field, x: torch.Tensor, plan) -> torch.Tensor:
+    hidden, wo, bo = plan
+    e = field.encoding(x)
+    if field.include_xyz:
+        e = torch.cat([e, x * field.xyz_scale], dim=1)
+    a = e
+    for wt, b, _, kind, param in hidden:
+        a, _ = _act(a @ wt if b is None else torch.addmm(b, a, wt), kind, param)
+    h0 = a @ wo[0] if bo is None else torch.addmv(bo[0], a, wo[0])  # the value output only
+    return torch.exp(torch.clamp(h0, max=15.0)) if field.kind == "nerf" else h0
+
+
+def value(field, pts: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+    """Field value (N,) at pts (N, 3) without autograd, in cache-sized blocks.
+
+    For supported trunks only the value output is computed (a matrix-vector product instead of
+    all 1 + G outputs) and activations are applied in place; other fields run ``field(x).value``
+    per block. Large chunks in one pass were measured memory-bound (a (262144, 64) activation is
+    67 MB: relu alone took ~0.5 us per point).
+    """
+    layers = _layers(field.trunk) if getattr(field, "kind", None) in ("sdf", "nerf") else None
+    dtype = field.trunk[-1].weight.dtype
+    x = pts.detach().to(dtype).contiguous()
+    N = x.shape[0]
+    with torch.no_grad():
+        plan = _plan(field, layers) if layers is not None else None
+        fn = (lambda xb: _value_block(field, xb, plan)) if plan is not None else (lambda xb: field(xb).value)
+        if N <= block:
+            return fn(x)
+        out = torch.empty(N, dtype=dtype, device=x.device)
+        for s in range(0, N, block):
+            out[s:s + block] = fn(x[s:s + block])
+        return out
 
 
 def autograd_value_and_gradient(field, pts: torch.Tensor, want_geo: bool = True):

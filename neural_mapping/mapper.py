@@ -322,8 +322,7 @@ class Mapper:
                 if need_grad:
                     v, g, geo = grad_fn(self.field, p, want_geo=want_color)
                 else:
-                    with torch.no_grad():
-                        v = self.field(p).value
+                    v = fastquery.value(self.field, p)
                 vals[s:s + chunk] = v.cpu().numpy()
                 if want_gradient:
                     grads[s:s + chunk] = g.cpu().numpy()

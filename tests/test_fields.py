@@ -104,6 +104,8 @@ def test_fast_value_and_gradient_match_autograd(kind, trunk, act, enc):
     _close(g1, g0, tol)
     _close(geo1, geo0, tol)
     assert float(g0.abs().max()) > 1e-3  # a gradient that can be wrong
+    with torch.no_grad():
+        _close(fastquery.value(f, x, block=1024), f(x).value, tol)
     v2, g2, geo2 = fastquery.value_and_gradient(f, x[:7])  # one block, no geo asked
     assert geo2 is None and v2.shape == (7,) and g2.shape == (7, 3)
     _close(g2, g0[:7], tol)
@@ -142,8 +144,11 @@ def test_unsupported_trunk_falls_back():
     assert not fastquery.supports(f)
     with pytest.raises(ValueError):
         fastquery.value_and_gradient(f, torch.rand(4, 3))
-    v, g, geo = fastquery.autograd_value_and_gradient(f, torch.rand(4, 3))
-    assert g.shape == (4, 3) and geo.shape == (4, 15)
+    x = torch.rand(40, 3)
+    v, g, geo = fastquery.autograd_value_and_gradient(f, x)
+    assert g.shape == (40, 3) and geo.shape == (40, 15)
+    with torch.no_grad():
+        _close(fastquery.value(f, x, block=16), f(x).value, 1e-6)  # value: blocks of field(x)
 
 
 def test_mapper_query_matches_autograd_reference():
@@ -165,3 +170,4 @@ def test_mapper_query_matches_autograd_reference():
     _close(torch.from_numpy(r.gradient), g, 1e-5)
     _close(torch.from_numpy(r.color), col, 1e-5)
     assert float(g.abs().max()) > 0.1
+    _close(torch.from_numpy(m.query(pts.numpy(), chunk=3000).sdf), v, 1e-5)  # the value-only path
