@@ -8,12 +8,19 @@ Prints points/s for
   query sdf+grad  full field, sdf and its gradient w.r.t. position, as Mapper.query computes it
                   (fast path: inside hashgrid_ext.no_table_grad(), so no table gradient)
   query jacobian  full field via encode_with_jacobian + trunk autograd on the features only
-and the ratio fast / reference. Points are uniform in a 5 x 4 x 2.6 m room ("random") or a
+and the ratio fast / reference; then, both with the kernel, what Mapper.query does now against
+what it did before (the ratio is analytic / autograd):
+  value           fastquery.value (cache-sized blocks, value output only) vs field(x) per chunk
+  value+grad      fastquery.value_and_gradient (no autograd: forward keeping activation
+                  derivatives, vjp of the value output only, jacobian from the kernel) vs autograd
+                  inside no_table_grad()
+  +geo            the same with the geometry features (what colour queries need) Points are uniform in a 5 x 4 x 2.6 m room ("random") or a
 2 cm grid block of the same size ("grid", coherent like meshing). Each figure is the best of
 --repeats timed runs (this machine may be shared: best-of is the least disturbed), as wall-clock
 points/s and as points per CPU core-second (process CPU time, all threads).
 
 Usage: .venv/bin/python benchmarks/bench_hashgrid.py [--n 262144] [--chunk 65536] [--repeats 3] [--threads T]
+                                                     [--analytic-only]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import time
 
 import torch
 
+from neural_mapping import fastquery as fq
 from neural_mapping import hashgrid_ext as hx
 from neural_mapping.config import preset
 from neural_mapping.fields import build_field
@@ -89,6 +97,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=65536, help="points per call (Mapper.query's default chunk)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch/OpenMP threads (0: leave as is)")
+    ap.add_argument("--analytic-only", action="store_true",
+                    help="only the Mapper.query rows (analytic vs autograd, both with the kernel)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -149,7 +159,7 @@ def main(argv=None) -> int:
             ("query sdf+grad", query_grad, query_grad_fast),
             ("query jacobian", query_grad, lambda q: sdf_and_grad_jacobian(field, q)),
         ):
-            if name == "eikonal" and kind == "grid":
+            if (name == "eikonal" and kind == "grid") or a.analytic_only:
                 continue
             ref_fn, fast_fn = chunked(ref_fn), chunked(fast_fn)
             set_fast(False)
@@ -159,7 +169,19 @@ def main(argv=None) -> int:
             print(f"{kind:6s} {name:15s} wall: ref {N / w_ref / 1e3:6.0f}  fast {N / w_fast / 1e3:6.0f} k pts/s  x{w_ref / w_fast:5.1f}"
                   f"  | per core-second: ref {N / c_ref / 1e3:6.0f}  fast {N / c_fast / 1e3:6.0f} k  x{c_ref / c_fast:5.1f}",
                   flush=True)
-    # the two sdf+grad routes agree (the benchmark measures real answers)
+        set_fast(True)
+        for name, ref_fn, fast_fn in (
+            ("value", query_sdf, lambda q: fq.value(field, q)),
+            ("value+grad", query_grad_fast, lambda q: fq.value_and_gradient(field, q)),
+            ("value+grad+geo", query_grad_fast, lambda q: fq.value_and_gradient(field, q, want_geo=True)),
+        ):
+            ref_fn, fast_fn = chunked(ref_fn), chunked(fast_fn)
+            w_ref, c_ref = best_time(lambda: ref_fn(p), a.repeats)
+            w_fast, c_fast = best_time(lambda: fast_fn(p), a.repeats)
+            print(f"{kind:6s} {name:15s} wall: autograd {N / w_ref / 1e3:6.0f}  analytic {N / w_fast / 1e3:6.0f} k pts/s"
+                  f"  x{w_ref / w_fast:5.1f}  | per core-second: autograd {N / c_ref / 1e3:6.0f}  analytic"
+                  f" {N / c_fast / 1e3:6.0f} k  x{c_ref / c_fast:5.1f}", flush=True)
+    # the sdf+grad routes agree (the benchmark measures real answers)
     p = room_points(4096, "random", seed=1)
     set_fast(False)
     v0, g0 = sdf_and_grad(field, p)
@@ -167,8 +189,10 @@ def main(argv=None) -> int:
     v1, g1 = sdf_and_grad_jacobian(field, p)
     with hx.no_table_grad():
         v2, g2 = sdf_and_grad(field, p)
-    print(f"check: max |sdf diff| {max((v1 - v0).abs().max().item(), (v2 - v0).abs().max().item()):.2e}, "
-          f"max |grad diff| {max((g1 - g0).abs().max().item(), (g2 - g0).abs().max().item()):.2e} "
+    v3, g3, _ = fq.value_and_gradient(field, p)
+    v4 = fq.value(field, p)
+    print(f"check: max |sdf diff| {max((v - v0).abs().max().item() for v in (v1, v2, v3, v4)):.2e}, "
+          f"max |grad diff| {max((g - g0).abs().max().item() for g in (g1, g2, g3)):.2e} "
           f"(|grad| up to {g0.abs().max().item():.2f})")
     return 0
 
