@@ -323,6 +323,24 @@ def test_occupancy_3d_matches_the_boxes_and_unknown_stays_unknown(room_map):
     assert known.sum() > 1000
 
 
+def test_occupancy_of_a_steep_sdf_uses_its_first_order_distance(room_map):
+    # a learned sdf is often steeper than a distance (|grad| > 1): twice the exact SDF must give
+    # the same voxels (distance = sdf / |grad|), while the raw value would free the surface skin
+    steep = AnalyticMap(lambda p: 2.0 * scene_sdf(p))
+    steep.coverage = room_map.coverage
+    exact = P.occupancy_grid_3d(room_map, resolution=0.1)
+    g = P.occupancy_grid_3d(steep, resolution=0.1)
+    c = exact.centers()
+    s = scene_sdf(c)
+    h = 1e-5
+    gn = np.linalg.norm([(scene_sdf(c + e) - scene_sdf(c - e)) / (2 * h) for e in np.eye(3) * h], axis=0)
+    regular = (np.abs(gn - 1) < 1e-3) & (np.abs(s - 0.05) > 1e-4)  # off the medial axis and the ties
+    assert regular.mean() > 0.7
+    np.testing.assert_array_equal(g.data.reshape(-1)[regular], exact.data.reshape(-1)[regular])
+    skin = (exact.data.reshape(-1) == P.OCCUPIED_CELL) & (s > 0.026) & (s < 0.049)
+    assert skin.sum() > 10  # cells the raw steep value (> 0.05) would have called free
+
+
 def test_occupancy_slice_origin_resolution_and_values(room_map):
     sl = P.occupancy_slice_2d(room_map, z_min=0.3, z_max=0.7, resolution=0.1)
     lo, hi = room_map.bounds()
