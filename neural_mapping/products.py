@@ -176,8 +176,8 @@ class _ObservedBoxes:
 
 _CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.int64)  # (8, 3)
 _BUDGET_BATCH = 16  # tiles per batch of a time-budgeted extraction
-_PROBE_VERTS = 64  # vertices per tile whose field value is re-checked for changes
-_PROBE_LEVELS = 4  # coarse levels (tile, 1/2, 1/4, 1/8 tile) whose cell centres are re-checked
+_PROBE_VERTS = 128  # vertices per tile whose field value is re-checked for changes
+_PROBE_LEVELS = 3  # coarse levels (tile, 1/2, 1/4 tile) whose cell centres are re-checked
 _KEY_BITS = 21
 _KEY_OFF = 1 << (_KEY_BITS - 1)
 
