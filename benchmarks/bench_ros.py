@@ -1,11 +1,15 @@
 """ROS node benchmarks: print figures and the ratio to each target (no assertions).
 
   1. message -> Frame for a 640x480 RGB-D pair (the node's conversion path), target <= 2 ms
-  2. the node's frame queue at 30 Hz input of 640x480 RGB-D (real DDS), target: never grows
+  2. 30 Hz input of RGB-D over real DDS (Fast DDS, shared-memory profile): sets published, received by a
+     bare subscriber (the DDS/publisher ceiling), received / dropped (why) / queued / added and training
+     steps of the node at 320x240, 640x480 full resolution and 640x480 with the default input_max_width;
+     ratios to 320x240. Target: the queue never grows (bounded) and the node receives what is sent
   3. ~/query_field with 100 k points, end to end over DDS, target <= 0.5 s
-  4. mesh publish after a change (extract + Marker + serialise) at the cpu preset, target <= 1 s
+  4. mesh publish after a change (the node's kept extractor, extract(full=False) + Marker bytes) at the
+     cpu preset, target <= 1 s, against a fresh full extraction
 
-Usage: .venv/bin/python benchmarks/bench_ros.py [--seconds 20] [--skip-node]
+Usage: .venv/bin/python benchmarks/bench_ros.py [--seconds 20] [--skip-node] [--no-full-res]
 """
 
 from __future__ import annotations
@@ -48,21 +52,22 @@ def bench_convert(n: int = 200) -> None:
                     data=mm.tobytes())
     depth32 = co.depth_to_image(f.depth_m, "cam", f.stamp_ns)
     info = co.camera_info_msg(f.K, 480, 640, "cam", f.stamp_ns)
-    for name, dmsg in (("16UC1", depth16), ("32FC1", depth32)):
+    for name, dmsg, max_w in (("16UC1", depth16, None), ("32FC1", depth32, None), ("16UC1 -> 320x240", depth16, 320)):
         ts = []
         for _ in range(n):
             t0 = time.perf_counter()
             rgb = convert.image_to_rgb(color)
             d = convert.image_to_depth_m(dmsg)
             K = (convert.camera_info_to_K(info), convert.camera_info_size(info))
-            frame_from_synced(SyncedSet(stamp_ns=f.stamp_ns, color=rgb, depth=d, info=K, T_WC=f.T_WC))
+            frame_from_synced(SyncedSet(stamp_ns=f.stamp_ns, color=rgb, depth=d, info=K, T_WC=f.T_WC), max_w)
             ts.append(time.perf_counter() - t0)
         line(f"msg -> Frame, 640x480 rgb8 + {name} (median of {n})", 1e3 * statistics.median(ts), "ms", 2.0)
 
 
-def bench_mesh(train_s: float = 20.0) -> None:
-    from rclpy.serialization import serialize_message
-
+def bench_mesh(train_s: float = 20.0, change_s: float = 2.0) -> None:
+    """Mesh publish at the cpu preset as the node does it: one MeshExtractor kept across publishes,
+    ``extract(full=False)`` after a change (new frames + ``change_s`` of training), against a fresh
+    extractor's ``extract(full=True)`` (what the node did before) in the same process."""
     from neural_mapping.config import preset
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.mapper import Mapper
@@ -71,84 +76,224 @@ def bench_mesh(train_s: float = 20.0) -> None:
 
     seq = synthetic_sequence(n_frames=30, width=320, height=240)
     m = Mapper(preset("cpu"))
-    for f in seq.frames:
+    for f in seq.frames[:24]:
         m.add_frame(f)
     steps = m.train_for(train_s)
-    print(f"mesh: cpu preset, 30 frames 320x240, trained {steps} steps in {train_s:.0f} s")
-    for voxel in (m.cfg.mesh.voxel_m, 0.05, 0.1):
-        t0 = time.perf_counter()
-        mesh = MeshExtractor(m, voxel_m=voxel).extract(full=True)
-        t1 = time.perf_counter()
-        data = co.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
-        t2 = time.perf_counter()
-        msg = co.mesh_to_marker(mesh, "map")
-        t3 = time.perf_counter()
-        serialize_message(msg)
-        t4 = time.perf_counter()
-        print(f"  voxel {voxel:.3f} m: {len(mesh.triangles)} triangles, extract {t1 - t0:.2f} s, Marker bytes "
-              f"{t2 - t1:.2f} s ({len(data) / 1e6:.1f} MB) [through Python objects: {t3 - t2:.2f} s + serialise "
-              f"{t4 - t3:.2f} s]")
-        line(f"mesh publish after a change, voxel {voxel:.3f} m", t2 - t0, "s", 1.0)
+    print(f"mesh: cpu preset, 24 frames 320x240, trained {steps} steps in {train_s:.0f} s; a change = 2 more frames "
+          f"+ {change_s:.0f} s of training")
+    voxels = (m.cfg.mesh.voxel_m, 0.05, 0.1)
+    live = {v: MeshExtractor(m, voxel_m=v) for v in voxels}
+    for v in voxels:
+        live[v].extract(full=True)  # the node's first publish (not counted)
+    for k, frames in enumerate((seq.frames[24:26], seq.frames[26:28])):
+        for f in frames:
+            m.add_frame(f)
+        m.train_for(change_s)
+        print(f"  change {k + 1}: {m.stats.steps} steps, {m.stats.frames_added} frames")
+        for v in voxels:
+            t0 = time.perf_counter()
+            full = MeshExtractor(m, voxel_m=v).extract(full=True)
+            t1 = time.perf_counter()
+            mesh = live[v].extract(full=False)
+            t2 = time.perf_counter()
+            data = co.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
+            t3 = time.perf_counter()
+            st = live[v].stats
+            print(f"    voxel {v:.3f} m: fresh extractor full {t1 - t0:.2f} s ({len(full.triangles)} triangles); "
+                  f"kept extractor incremental {t2 - t1:.2f} s ({st.tiles_recomputed}/{st.tiles_total} tiles, "
+                  f"{len(mesh.triangles)} triangles), Marker bytes {t3 - t2:.2f} s ({len(data) / 1e6:.1f} MB); "
+                  f"ratio incremental+bytes / full {(t3 - t1) / max(t1 - t0, 1e-9):.2f}")
+            line(f"mesh publish after change {k + 1}, voxel {v:.3f} m", t3 - t1, "s", 1.0)
 
 
-def bench_node(seconds: float) -> None:
-    """Node subprocess, cpu preset: 640x480 at 30 Hz for `seconds`, then query_field with 100 k points."""
-    from geometry_msgs.msg import Point
-    from neural_mapping_interfaces.srv import QueryField
-
-    from neural_mapping.io.synthetic import synthetic_sequence
-    from ros_harness import Client, NodeProcess, frame_messages, status_of
-
-    os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 200))
+def _ros_env() -> None:
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 200)))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_LOCALHOST_ONLY"] = "1"
-    # 640x480 images are > 512 KB: use the shared-memory profile in both processes (see the XML)
+    # 640x480 images are > 512 KB: use the shared-memory profile in every process (see the XML)
     os.environ.setdefault("FASTRTPS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_messages.xml"))
-    print(f"node: FASTRTPS_DEFAULT_PROFILES_FILE={os.environ['FASTRTPS_DEFAULT_PROFILES_FILE']}")
-    seq = synthetic_sequence(n_frames=30, width=640, height=480, fps=30.0)
-    msgs = [frame_messages(f, depth_16uc1=True) for f in seq.frames]
-    log = Path("/tmp") / f"bench_ros_node_{os.getpid()}.log"
+
+
+def bare_subscriber(seconds: float) -> int:
+    """Subprocess mode: a bare rclpy subscriber to the node's input topics (sensor-data QoS, callbacks
+    only count); prints the counts as one JSON line. What DDS and the publisher deliver without the node."""
+    import json
+
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    rclpy.init()
+    node = rclpy.create_node("bench_bare_subscriber")
+    counts = {"color": 0, "depth": 0, "info": 0, "pose": 0}
+
+    def counter(k):
+        def cb(_msg):
+            counts[k] += 1
+        return cb
+
+    for cls, topic, k in ((Image, "color/image", "color"), (Image, "depth/image", "depth"),
+                          (CameraInfo, "depth/camera_info", "info"), (PoseStamped, "pose", "pose")):
+        node.create_subscription(cls, topic, counter(k), qos_profile_sensor_data)
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    print("BARE " + json.dumps(counts), flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+def _publish_at_30hz(client, msgs, stamp0: int, seconds: float, on_tick=None) -> tuple[int, float]:
+    """Publish RGB-D sets (pose, info, colour, depth) at 30 Hz, paced on the monotonic clock."""
+    period_ns = int(round(1e9 / 30.0))
+    t_start = time.monotonic()
+    next_t, i = t_start, 0
+    while time.monotonic() - t_start < seconds:
+        stamp = stamp0 + i * period_ns
+        color, depth, info, pose = msgs[i % len(msgs)]
+        for m in (color, depth, info, pose):
+            m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        client.pub_pose.publish(pose)
+        client.pub_info.publish(info)
+        client.pub_color.publish(color)
+        client.pub_depth.publish(depth)
+        i += 1
+        if on_tick is not None:
+            on_tick()
+        next_t += 1.0 / 30.0
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    return i, time.monotonic() - t_start
+
+
+def _messages(W: int, H: int):
+    from neural_mapping.io.synthetic import synthetic_sequence
+    from ros_harness import frame_messages
+
+    seq = synthetic_sequence(n_frames=30, width=W, height=H, fps=30.0)
+    return [frame_messages(f, depth_16uc1=True) for f in seq.frames], seq.frames[0].stamp_ns
+
+
+def bench_bare(W: int, H: int, seconds: float) -> dict:
+    """Sets a bare subscriber process receives at 30 Hz (the DDS / publisher ceiling, no node)."""
+    import json
+    import subprocess
+
+    from ros_harness import Client
+
+    msgs, stamp0 = _messages(W, H)
+    sub = subprocess.Popen([sys.executable, __file__, "--bare-subscriber", str(seconds + 8.0)], env=dict(os.environ),
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    client = Client()
+    try:
+        client.wait_subscribed(timeout=30)
+        time.sleep(0.5)
+        sent, dt = _publish_at_30hz(client, msgs, stamp0, seconds)
+        out, _ = sub.communicate(timeout=seconds + 30)
+    finally:
+        client.close()
+        if sub.poll() is None:
+            sub.kill()
+    counts = json.loads(next(ln for ln in out.splitlines() if ln.startswith("BARE "))[5:])
+    return {"sent": sent, "seconds": dt, "received": min(counts["color"], counts["depth"]), **counts}
+
+
+def bench_node_input(W: int, H: int, seconds: float, extra: dict, keep: bool = False):
+    """The node (cpu preset) fed W x H RGB-D at 30 Hz for ``seconds``: what it received, queued, dropped and did.
+
+    Returns (figures, (proc, client)) with the node still running when ``keep``."""
+    from ros_harness import Client, NodeProcess, status_of
+
+    msgs, stamp0 = _messages(W, H)
+    log = Path("/tmp") / f"bench_ros_node_{os.getpid()}_{W}x{H}.log"
     params = {"preset": "cpu", "status_rate_hz": 5.0, "mesh_rate_hz": 0.5, "occupancy_rate_hz": 0.5,
-              "voxels_rate_hz": 0.2, "esdf_rate_hz": 0.5, "render_rate_hz": 0.2, "map_dir": "/tmp/bench_ros_maps"}
+              "voxels_rate_hz": 0.2, "esdf_rate_hz": 0.5, "render_rate_hz": 0.2, "map_dir": "/tmp/bench_ros_maps",
+              **extra}
     proc = NodeProcess(params, dict(os.environ), log)
     client = Client()
     try:
         client.wait_subscribed(timeout=60)
-        period = 1.0 / 30.0
-        t_start = time.monotonic()
-        i = 0
+        client.wait_for(lambda: status_of(client) is not None, 30, "the node's ~/status", proc)
         qlen = []
-        next_t = t_start
-        period_ns = int(round(1e9 / 30.0))
-        while time.monotonic() - t_start < seconds:
-            k = i % len(msgs)
-            stamp = seq.frames[0].stamp_ns + i * period_ns
-            color, depth, info, pose = msgs[k]
-            for m in (color, depth, info, pose):
-                m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-            client.pub_pose.publish(pose)
-            client.pub_info.publish(info)
-            client.pub_color.publish(color)
-            client.pub_depth.publish(depth)
-            i += 1
+
+        def tick():
             st = status_of(client)
             if st is not None:
                 qlen.append(st.queue_length)
-            next_t += period
-            time.sleep(max(0.0, next_t - time.monotonic()))
-        sent_s = time.monotonic() - t_start
+
+        st0 = status_of(client)
+        sent, dt = _publish_at_30hz(client, msgs, stamp0, seconds, tick)
         time.sleep(1.0)
         st = status_of(client)
-        print(f"node: sent {i} RGB-D sets in {sent_s:.1f} s ({i / sent_s:.1f} Hz), received {st.frames_received}, "
-              f"added {st.frames_added}, rejected {st.frames_rejected}, steps {st.steps} ({st.steps_per_s:.2f}/s), products {st.products_s}")
-        print(f"  queue length seen in ~/status: max {max(qlen) if qlen else 0}, final {st.queue_length} "
-              f"(capacity 8); dropped: queue_full {st.dropped_queue_full}, unsynced {st.dropped_unsynced}, "
-              f"no_pose {st.dropped_no_pose}, malformed {st.dropped_malformed}")
-        line("queue: largest length at 30 Hz input (bounded by queue_size 8)", float(max(qlen) if qlen else 0), "frames", 8.0)
+        fig = {
+            "sent": sent, "seconds": dt, "received": st.frames_received, "queue_max": max(qlen) if qlen else 0,
+            "queue_final": st.queue_length, "dropped_queue_full": st.dropped_queue_full,
+            "dropped_unsynced": st.dropped_unsynced, "dropped_no_pose": st.dropped_no_pose,
+            "dropped_malformed": st.dropped_malformed, "added": st.frames_added, "rejected": st.frames_rejected,
+            "steps": st.steps - st0.steps, "steps_per_s": (st.steps - st0.steps) / (dt + 1.0),
+            "keyframes": st.keyframes, "products": st.products_s,
+        }
+        fig["not_received"] = fig["sent"] - fig["received"] - fig["dropped_unsynced"] - fig["dropped_no_pose"] \
+            - fig["dropped_malformed"]
+    except BaseException:
+        client.close()
+        proc.stop()
+        raise
+    if keep:
+        return fig, (proc, client)
+    client.close()
+    proc.stop()
+    return fig, None
+
+
+def _print_input_table(rows: list[tuple[str, dict]], base: dict) -> None:
+    cols = [("sent", "sets published"), ("received", "received (synced sets)"), ("not_received", "lost before sync"),
+            ("dropped_unsynced", "dropped unsynced"), ("dropped_queue_full", "dropped queue full (oldest)"),
+            ("queue_max", "queue length max (cap 8)"), ("added", "frames added to the mapper"),
+            ("steps", "training steps"), ("steps_per_s", "training steps/s")]
+    head = f"  {'':<30}" + "".join(f"{label:>26}" for label, _ in rows)
+    print(head)
+    for key, name in cols:
+        cells = []
+        for _, fig in rows:
+            v = fig.get(key)
+            if v is None:
+                cells.append(f"{'-':>26}")
+                continue
+            b = base.get(key)
+            ratio = f" ({v / b:.2f}x)" if isinstance(b, (int, float)) and b else ""
+            cells.append(f"{(f'{v:.2f}' if isinstance(v, float) else str(v)) + ratio:>26}")
+        print(f"  {name:<30}" + "".join(cells))
+
+
+def bench_node(seconds: float, full_res: bool = True) -> None:
+    """Input side at 30 Hz (bare subscriber, node at 320x240 and 640x480), then query_field with 100 k points."""
+    from geometry_msgs.msg import Point
+    from neural_mapping_interfaces.srv import QueryField
+    from std_srvs.srv import SetBool
+
+    _ros_env()
+    print(f"node: FASTRTPS_DEFAULT_PROFILES_FILE={os.environ['FASTRTPS_DEFAULT_PROFILES_FILE']}, "
+          f"{seconds:.0f} s of 30 Hz input per case; ratios are to the node at 320x240 in this run")
+    rows = []
+    bare = bench_bare(640, 480, seconds)
+    rows.append(("bare sub 640x480", {"sent": bare["sent"], "received": bare["received"],
+                                      "not_received": bare["sent"] - bare["received"]}))
+    base, _ = bench_node_input(320, 240, seconds, {})
+    rows.append(("node 320x240", base))
+    if full_res:
+        fr, _ = bench_node_input(640, 480, seconds, {"input_max_width": -1})
+        rows.append(("node 640x480 full res", fr))
+    auto, (proc, client) = bench_node_input(640, 480, seconds, {}, keep=True)
+    rows.append(("node 640x480 auto (->320)", auto))
+    _print_input_table(rows, base)
+    line("queue: largest length at 640x480 x 30 Hz input (bound 8)", float(auto["queue_max"]), "frames", 8.0)
+    line("640x480 sets received by the node / published", auto["received"] / max(auto["sent"], 1), "", 0.95,
+         lower_is_better=False)
+    try:
         # query_field, 100 k points inside the room
         rng = np.random.default_rng(0)
         pts = rng.uniform([-2.4, -1.9, 0.1], [2.4, 1.9, 2.5], size=(100_000, 3))
-        from std_srvs.srv import SetBool
 
         def query_3x(label):
             times, build = [], []
@@ -178,14 +323,18 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0, help="30 Hz input duration for the node run")
     ap.add_argument("--skip-node", action="store_true", help="only the in-process benchmarks")
     ap.add_argument("--mesh-train-seconds", type=float, default=20.0)
+    ap.add_argument("--no-full-res", action="store_true", help="skip the node case at 640x480 full resolution")
+    ap.add_argument("--bare-subscriber", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.bare_subscriber:
+        return bare_subscriber(args.bare_subscriber)
     import torch
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cuda {torch.cuda.is_available()}, "
           f"load average {os.getloadavg()[0]:.1f}")
     bench_convert()
     if not args.skip_node:
-        bench_node(args.seconds)
+        bench_node(args.seconds, full_res=not args.no_full_res)
     bench_mesh(args.mesh_train_seconds)
     return 0
 

@@ -124,3 +124,32 @@ def test_refresh_snapshot_matches_a_new_copy():
     other = Mapper(preset("cpu"))
     other.cfg.field.hidden = 32
     assert not refresh_snapshot(snap, Mapper(other.cfg).state_dict())
+
+
+def test_mesh_of_a_refreshed_snapshot_is_incremental_and_equals_a_full_extraction():
+    """The node keeps one MeshExtractor on its products' copy of the map: after the copy is refreshed
+    with a new frame (coverage copied with its update stamps), only the tiles the frame touched are
+    recomputed and the mesh is that of a full extraction."""
+    import copy
+
+    from neural_mapping.config import preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+    from neural_mapping.mapper import Mapper
+    from neural_mapping.products import MeshExtractor
+
+    seq = synthetic_sequence(n_frames=12, width=80, height=60, seed=2)
+    m = Mapper(preset("cpu"))
+    for f in seq.frames[:8]:
+        m.add_frame(f)
+    m.step(3)
+    snap = Mapper.from_state_dict(m.state_dict())
+    snap.coverage = copy.deepcopy(m.coverage)
+    ex = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False)
+    ex.extract_arrays(full=False)
+    m.add_frame(seq.frames[11])  # new coverage, same weights
+    assert refresh_snapshot(snap, m.state_dict(), copy.deepcopy(m.coverage))
+    verts, faces, _ = ex.extract_arrays(full=False)
+    assert 0 < ex.stats.tiles_recomputed < ex.stats.tiles_total
+    v_full, f_full, _ = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False).extract_arrays(full=True)
+    assert len(faces) == len(f_full) > 0
+    np.testing.assert_allclose(np.sort(verts, axis=0), np.sort(v_full, axis=0), atol=1e-9)

@@ -204,8 +204,7 @@ def _make_node_class():
             self._snap = None  # private copy of the mapper the products are computed from
             self._snap_key = None
             self._map_gen = 0  # incremented by reset and load_map: a new map lineage
-            self._mesh_extractor = None  # MeshExtractor of the current lineage (keeps its tile cache)
-            self._mesh_gen = -1
+            self._mesh_extractor = None  # MeshExtractor of the products' copy of the map (keeps its tile cache)
             for name in RATE_PARAMS:
                 self._set_timer(name, getattr(n, name))
             self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -437,50 +436,54 @@ def _make_node_class():
             """A private copy of the mapper for computing products (cached while the map is unchanged).
 
             Products can take seconds (a mesh); computing them on a copy keeps the live mapper's
-            lock free, so training and services go on meanwhile. The lock is held for the time of
-            ``state_dict`` (weights and coverage copied, ~10 ms at the cpu preset). The copy is
-            refreshed in place (``refresh_snapshot``) while the map keeps its lineage (same mapper,
-            no reset or load since): building a new Mapper costs ~0.15-0.25 s at the cpu preset,
-            mostly initialising a hash table that the copied weights then overwrite.
+            lock free, so training and services go on meanwhile. The lock is held while the weights
+            (``state_dict``) and the coverage are copied (~10-30 ms at the cpu preset). While the map
+            keeps its lineage (same mapper, no reset or load since) the copy is one object refreshed
+            in place (``refresh_snapshot``): building a new Mapper costs ~0.15-0.25 s at the cpu preset
+            (initialising a hash table the copied weights then overwrite), and the mesh extractor
+            kept on the copy keeps its tile cache. The coverage is copied whole, with its update
+            stamps, so the extractor sees which blocks new frames touched.
             """
+            import copy
+
             m = self.mapper
             key = (id(m), self._map_gen, m.stats.steps, m.stats.frames_added)
             if self._snap is not None and self._snap_key == key:
                 return self._snap
             with self._mapper_user(), self._mapper_swap, m.lock:
                 key = (id(m), self._map_gen, m.stats.steps, m.stats.frames_added)
-                sd = m.state_dict()  # weights cloned, coverage and bounds copied
+                sd = m.state_dict()  # weights cloned, bounds and counters copied
+                coverage = copy.deepcopy(m.coverage)  # with its per-block update stamps
             snap = self._snap
             if snap is None or self._snap_key is None or self._snap_key[:2] != key[:2] \
-                    or not refresh_snapshot(snap, sd):
+                    or not refresh_snapshot(snap, sd, coverage):
                 snap = self._Mapper.from_state_dict(sd, device=m.device)
+                snap.coverage = coverage
             self._snap, self._snap_key = snap, key
             return snap
 
         def _publish_mesh(self) -> None:
-            """Mesh the map with one MeshExtractor per map lineage (live mapper, no reset/load since),
-            so ``extract(full=False)`` recomputes only the tiles whose coverage or field changed.
+            """Mesh the products' copy of the map with one MeshExtractor per copy (map lineage), so
+            ``extract(full=False)`` recomputes only the tiles whose coverage or field changed.
 
-            The extractor reads what changed from the live map's coverage and meshes a copy of the
-            map it makes under the lock (products.MeshExtractor, snapshot=True).
+            The copy is refreshed in place (``_snapshot``) and is only used by products (one at a
+            time), so the extractor meshes it without a copy of its own (snapshot=False) and without
+            holding the live mapper's lock.
             """
             from neural_mapping.products import MeshExtractor
 
-            m = self.mapper
-            if m.stats.steps == self._mesh_at_steps:
+            if self.mapper.stats.steps == self._mesh_at_steps:
                 return
             gen = self._map_gen
+            snap = self._snapshot()
             ex = self._mesh_extractor
-            if ex is None or ex.mapper is not m or self._mesh_gen != gen:
-                ex = self._mesh_extractor = MeshExtractor(m)
-                self._mesh_gen = gen
-            steps = m.stats.steps
-            with self._mapper_user():  # the trainer yields between steps while the extractor copies the map
-                mesh = ex.extract(full=False)
-            if self._map_gen != gen or self.mapper is not m:
+            if ex is None or ex.mapper is not snap:
+                ex = self._mesh_extractor = MeshExtractor(snap, snapshot=False)
+            mesh = ex.extract(full=False)
+            if gen != self._map_gen:
                 return  # reset or loaded meanwhile: this mesh is of a map that is gone
             self.pub_mesh.publish(co.mesh_to_marker_cdr(mesh, self.map_frame, self._now_ns()))  # serialized bytes
-            self._mesh_at_steps = steps
+            self._mesh_at_steps = snap.stats.steps
 
         def _occupancy_msg(self, mapper):
             from neural_mapping.products import occupancy_slice_2d
@@ -770,12 +773,13 @@ def _make_node_class():
     return MapperNode
 
 
-def refresh_snapshot(snap, sd: dict) -> bool:
+def refresh_snapshot(snap, sd: dict, coverage=None) -> bool:
     """Load a Mapper ``state_dict`` ``sd`` into the existing copy ``snap`` without rebuilding it.
 
-    Copies the field weights into ``snap``'s tensors, restores the coverage, bounds and counters,
-    as ``Mapper.load_state_dict`` does but without its rebuild. False (``snap`` unusable, build a new
-    copy) when the config differs or the weights do not fit.
+    Copies the field weights into ``snap``'s tensors, restores the bounds and counters, and the
+    coverage (``coverage``, a copy of the live one, replaces it when given; else from ``sd``),
+    as ``Mapper.load_state_dict`` does but without its rebuild. False (``snap`` unusable, build a
+    new copy) when the config differs or the weights do not fit.
     """
     import dataclasses
 
@@ -787,7 +791,10 @@ def refresh_snapshot(snap, sd: dict) -> bool:
             return False
         with snap.lock:
             snap.field.load_state_dict(sd["field"])  # copies into the existing tensors (strict: same shapes)
-            snap.coverage.load_state_dict(sd["coverage"])
+            if coverage is not None:
+                snap.coverage = coverage
+            else:
+                snap.coverage.load_state_dict(sd["coverage"])
             snap._lo = None if sd["bounds_lo"] is None else np.asarray(sd["bounds_lo"], np.float64)
             snap._hi = None if sd["bounds_hi"] is None else np.asarray(sd["bounds_hi"], np.float64)
             known = {f.name for f in dataclasses.fields(MapperStats)}
