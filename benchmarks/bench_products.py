@@ -211,12 +211,18 @@ def main() -> None:
 
     pts = np.random.default_rng(0).uniform(am._b[0], am._b[1], size=(args.query_points, 3)).astype(np.float32)
     r = {}
+    threads = torch.get_num_threads()
     for name, grad in (("sdf", False), ("sdf_gradient", True)):
-        P.query_field(m, pts[:10_000], want_gradient=grad)
-        t = time.perf_counter()
-        P.query_field(m, pts, want_gradient=grad)
-        dt = time.perf_counter() - t
-        r[f"{name}_points_per_s"] = args.query_points / dt
+        for nt in sorted({threads, 1}, reverse=True):  # the bench's threads, then 1 (least disturbed)
+            torch.set_num_threads(nt)
+            P.query_field(m, pts[:10_000], want_gradient=grad)
+            c0, t = time.process_time(), time.perf_counter()
+            P.query_field(m, pts, want_gradient=grad)
+            dt, dc = time.perf_counter() - t, time.process_time() - c0
+            sfx = "" if nt == threads else f"_{nt}thread"
+            r[f"{name}_points_per_s{sfx}"] = args.query_points / dt
+            r[f"{name}_points_per_cpu_s{sfx}"] = args.query_points / dc
+    torch.set_num_threads(threads)
     out["query"] = r
     print("query:", r, flush=True)
 
@@ -232,7 +238,21 @@ def main() -> None:
     t = time.perf_counter()
     ex.extract()
     out["mesh_learned_2cm"]["seconds_reextract_unchanged"] = time.perf_counter() - t
+    # the same map with and without vertex colours, alternating (colours: one sdf + gradient +
+    # colour-head query per vertex); wall and process CPU seconds, best of 2 each
+    for rep in range(2):
+        for color in (False, True):
+            exc = P.MeshExtractor(m, voxel_m=0.02, color=color)
+            c0, t = time.process_time(), time.perf_counter()
+            exc.extract_arrays(full=True)
+            dt, dc = time.perf_counter() - t, time.process_time() - c0
+            key = "mesh_learned_2cm_" + ("with" if color else "without") + "_colors"
+            prev = out.get(key, {"seconds": float("inf"), "cpu_seconds": float("inf")})
+            out[key] = {"seconds": min(dt, prev["seconds"]), "cpu_seconds": min(dc, prev["cpu_seconds"]),
+                        "field_queries": exc.stats.points_queried, "triangles": exc.stats.triangles}
     print("mesh (learned):", json.dumps(out["mesh_learned_2cm"], indent=1), flush=True)
+    print("mesh (learned) without / with colours:", json.dumps({k: out[k] for k in (
+        "mesh_learned_2cm_without_colors", "mesh_learned_2cm_with_colors")}, indent=1), flush=True)
 
     t = time.perf_counter()
     out["occupancy_learned"] = bench_occupancy(m, seq.frames)
