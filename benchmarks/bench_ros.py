@@ -9,7 +9,7 @@
   4. mesh publish after a change (the node's kept extractor, extract(full=False) + Marker bytes) at the
      cpu preset, target <= 1 s, against a fresh full extraction
 
-Usage: .venv/bin/python benchmarks/bench_ros.py [--seconds 20] [--skip-node] [--no-full-res]
+Usage: .venv/bin/python benchmarks/bench_ros.py [--seconds 20] [--skip-node] [--no-full-res] [--mesh-train-steps 300]
 """
 
 from __future__ import annotations
@@ -64,46 +64,62 @@ def bench_convert(n: int = 200) -> None:
         line(f"msg -> Frame, 640x480 rgb8 + {name} (median of {n})", 1e3 * statistics.median(ts), "ms", 2.0)
 
 
-def bench_mesh(train_s: float = 20.0, change_s: float = 2.0) -> None:
-    """Mesh publish at the cpu preset as the node does it: one MeshExtractor kept across publishes,
-    ``extract(full=False)`` after a change (new frames + ``change_s`` of training), against a fresh
-    extractor's ``extract(full=True)`` (what the node did before) in the same process."""
+def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
+    """Mesh publish at the cpu preset as the node does it: the products' copy of the map refreshed in
+    place (weights + coverage with its update stamps) and one MeshExtractor kept on it,
+    ``extract(full=False)`` after a change (2 new frames + ``change_steps`` steps, about one 5 s
+    mesh period of the node), against a fresh extractor's ``extract(full=True)`` on the same copy
+    (what the node did before) in the same process."""
+    import copy
+
     from neural_mapping.config import preset
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.mapper import Mapper
     from neural_mapping.products import MeshExtractor
     from neural_mapping.ros import convert_out as co
+    from neural_mapping.ros.node import refresh_snapshot
 
     seq = synthetic_sequence(n_frames=30, width=320, height=240)
     m = Mapper(preset("cpu"))
     for f in seq.frames[:24]:
         m.add_frame(f)
-    steps = m.train_for(train_s)
-    print(f"mesh: cpu preset, 24 frames 320x240, trained {steps} steps in {train_s:.0f} s; a change = 2 more frames "
-          f"+ {change_s:.0f} s of training")
+    t0 = time.perf_counter()
+    m.step(train_steps)
+    print(f"mesh: cpu preset, 24 frames 320x240, {train_steps} steps ({time.perf_counter() - t0:.0f} s); "
+          f"a change = 2 more frames + {change_steps} steps")
+    snap = Mapper.from_state_dict(m.state_dict())
+    snap.coverage = copy.deepcopy(m.coverage)
     voxels = (m.cfg.mesh.voxel_m, 0.05, 0.1)
-    live = {v: MeshExtractor(m, voxel_m=v) for v in voxels}
+    kept = {v: MeshExtractor(snap, voxel_m=v, snapshot=False) for v in voxels}
     for v in voxels:
-        live[v].extract(full=True)  # the node's first publish (not counted)
+        kept[v].extract(full=True)  # the node's first publish (not counted)
     for k, frames in enumerate((seq.frames[24:26], seq.frames[26:28])):
         for f in frames:
             m.add_frame(f)
-        m.train_for(change_s)
-        print(f"  change {k + 1}: {m.stats.steps} steps, {m.stats.frames_added} frames")
+        m.step(change_steps)
+        t0 = time.perf_counter()
+        with m.lock:
+            sd, cov = m.state_dict(), copy.deepcopy(m.coverage)
+        t1 = time.perf_counter()
+        assert refresh_snapshot(snap, sd, cov)
+        t_snap = time.perf_counter() - t0
+        print(f"  change {k + 1}: {m.stats.steps} steps, {m.stats.frames_added} frames; copy refreshed in "
+              f"{1e3 * t_snap:.0f} ms ({1e3 * (t1 - t0):.0f} ms under the lock)")
         for v in voxels:
             t0 = time.perf_counter()
-            full = MeshExtractor(m, voxel_m=v).extract(full=True)
+            full = MeshExtractor(snap, voxel_m=v, snapshot=False).extract(full=True)
             t1 = time.perf_counter()
-            mesh = live[v].extract(full=False)
+            mesh = kept[v].extract(full=False)
             t2 = time.perf_counter()
             data = co.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
             t3 = time.perf_counter()
-            st = live[v].stats
+            st = kept[v].stats
+            total = t_snap + (t3 - t1)
             print(f"    voxel {v:.3f} m: fresh extractor full {t1 - t0:.2f} s ({len(full.triangles)} triangles); "
                   f"kept extractor incremental {t2 - t1:.2f} s ({st.tiles_recomputed}/{st.tiles_total} tiles, "
                   f"{len(mesh.triangles)} triangles), Marker bytes {t3 - t2:.2f} s ({len(data) / 1e6:.1f} MB); "
-                  f"ratio incremental+bytes / full {(t3 - t1) / max(t1 - t0, 1e-9):.2f}")
-            line(f"mesh publish after change {k + 1}, voxel {v:.3f} m", t3 - t1, "s", 1.0)
+                  f"ratio (copy + incremental + bytes) / full {total / max(t1 - t0, 1e-9):.2f}")
+            line(f"mesh publish after change {k + 1}, voxel {v:.3f} m", total, "s", 1.0)
 
 
 def _ros_env() -> None:
@@ -322,7 +338,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="30 Hz input duration for the node run")
     ap.add_argument("--skip-node", action="store_true", help="only the in-process benchmarks")
-    ap.add_argument("--mesh-train-seconds", type=float, default=20.0)
+    ap.add_argument("--skip-mesh", action="store_true", help="no mesh figures")
+    ap.add_argument("--mesh-train-steps", type=int, default=300, help="training steps before the mesh figures")
+    ap.add_argument("--mesh-change-steps", type=int, default=25, help="training steps in a change")
     ap.add_argument("--no-full-res", action="store_true", help="skip the node case at 640x480 full resolution")
     ap.add_argument("--bare-subscriber", type=float, metavar="SECONDS", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -335,7 +353,8 @@ def main() -> int:
     bench_convert()
     if not args.skip_node:
         bench_node(args.seconds, full_res=not args.no_full_res)
-    bench_mesh(args.mesh_train_seconds)
+    if not args.skip_mesh:
+        bench_mesh(args.mesh_train_steps, args.mesh_change_steps)
     return 0
 
 

@@ -118,6 +118,7 @@ def _make_node_class():
 
             self._Mapper = Mapper
             self.mapper = Mapper(self.mcfg)
+            _load_kernels(self.mcfg, self.mapper.device)
             self.get_logger().info(
                 f"resolved config: preset={n.preset} device={self.mapper.device} "
                 f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
@@ -803,6 +804,24 @@ def refresh_snapshot(snap, sd: dict, coverage=None) -> bool:
         return True
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError):
         return False
+
+
+def _load_kernels(mcfg, device) -> None:
+    """Load the compiled hash-grid kernel before the node subscribes to its inputs.
+
+    Its first load after the kernel source changed compiles it (tens of seconds, both cores of a
+    2-core machine busy); left to the first training step, that compile would run while input is
+    arriving, and an executor starved of CPU loses best-effort messages. Unavailable: the
+    pure-PyTorch path runs (and the encoding logs why once).
+    """
+    if mcfg.encoding.kind != "hashgrid" or not mcfg.encoding.fast_cpu_kernel or str(device).startswith("cuda"):
+        return
+    try:
+        from neural_mapping import hashgrid_ext
+
+        hashgrid_ext.available()
+    except Exception:  # noqa: BLE001 - optional speed-up; the encoding falls back by itself
+        pass
 
 
 def _flat(cfg) -> dict:
