@@ -910,10 +910,12 @@ def frame_from_synced(s, max_width: int | None = None) -> "Frame":
         K[:2] /= st  # pixel j*st of the full image is pixel j here: fx, fy, cx, cy (and skew) scale by 1/st
         h, w = rgb.shape[:2]
         Hs, Ws = depth.shape
-        # colour at the centres of the kept depth pixels (exactly rgb[::st, ::st] when sizes match)
-        rows = np.minimum(((np.arange(Hs) * st + 0.5) * h / H).astype(np.int64), h - 1)
-        cols = np.minimum(((np.arange(Ws) * st + 0.5) * w / W).astype(np.int64), w - 1)
-        rgb = np.ascontiguousarray(rgb[rows][:, cols])
+        if (h, w) == (H, W):
+            rgb = np.ascontiguousarray(rgb[::st, ::st])
+        else:  # colour at the centres of the kept depth pixels
+            rows = np.minimum(((np.arange(Hs) * st + 0.5) * h / H).astype(np.int64), h - 1)
+            cols = np.minimum(((np.arange(Ws) * st + 0.5) * w / W).astype(np.int64), w - 1)
+            rgb = np.ascontiguousarray(rgb[rows][:, cols])
     elif rgb.shape[:2] != (H, W):
         rgb = resize_nearest(rgb, H, W)
     try:
