@@ -153,3 +153,16 @@ def test_mesh_of_a_refreshed_snapshot_is_incremental_and_equals_a_full_extractio
     v_full, f_full, _ = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False).extract_arrays(full=True)
     assert len(faces) == len(f_full) > 0
     np.testing.assert_allclose(np.sort(verts, axis=0), np.sort(v_full, axis=0), atol=1e-9)
+
+
+def test_points_array_from_messages_and_duck_typed_points():
+    from types import SimpleNamespace
+
+    from geometry_msgs.msg import Point
+
+    from neural_mapping.ros.node import _points_array
+
+    msgs = [Point(x=1.0, y=2.0, z=3.0), Point(x=-1.5, y=0.25, z=9.0)]
+    np.testing.assert_array_equal(_points_array(msgs), [[1.0, 2.0, 3.0], [-1.5, 0.25, 9.0]])
+    np.testing.assert_array_equal(_points_array([SimpleNamespace(x=4, y=5, z=6)]), [[4.0, 5.0, 6.0]])
+    assert _points_array([]).shape == (0, 3)

