@@ -165,26 +165,67 @@ def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: 
     Same numbers as :func:`autograd_value_and_gradient` up to float rounding. Raises
     ValueError when :func:`supports` is false.
     """
+    v, g, geo, _ = _run(field, pts, want_geo, False, block)
+    return v, g, geo
+
+
+def head_on_color(field, geo: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Colour (N, 3) seen head-on: view direction -grad/|grad| for sdf (looking into the surface),
+    +grad/|grad| for density (which grows into the surface)."""
+    n = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+    return field.color(geo, -n if field.kind == "sdf" else n)
+
+
+def value_gradient_color(field, pts: torch.Tensor, block: int = BLOCK):
+    """(value (N,), gradient (N, 3), head-on colour (N, 3)) at pts (N, 3), per cache-sized block.
+
+    The colour head runs inside each block too (on 262144-point chunks at once its activations
+    were memory-bound). Fields :func:`supports` rejects take the autograd reference per block.
+    """
+    if supports(field):
+        v, g, _, c = _run(field, pts, True, True, block)
+        return v, g, c
+    x = pts.detach()
+    outs = []
+    for s in range(0, x.shape[0], block):
+        v, g, geo = autograd_value_and_gradient(field, x[s:s + block])
+        with torch.no_grad():
+            outs.append((v, g, head_on_color(field, geo, g)))
+    if not outs:
+        z = x.new_zeros((0,))
+        return z, x.new_zeros((0, 3)), x.new_zeros((0, 3))
+    return tuple(torch.cat(t) for t in zip(*outs))
+
+
+def _run(field, pts: torch.Tensor, want_geo: bool, want_color: bool, block: int):
     layers = _layers(field.trunk)
     if layers is None or getattr(field, "kind", None) not in ("sdf", "nerf"):
         raise ValueError("value_and_gradient: unsupported field (use autograd_value_and_gradient)")
     dtype = layers[1].weight.dtype  # float32, or float64 for a field converted with .double()
     x = pts.detach().to(dtype).contiguous()
     N = x.shape[0]
+
+    def one(xb):
+        v, g, geo = _block(field, xb, plan, want_geo or want_color)
+        return v, g, geo, (head_on_color(field, geo, g) if want_color else None)
+
     with torch.no_grad():
         plan = _plan(field, layers)
         if N <= block:
-            return _block(field, x, plan, want_geo)
+            return one(x)
         value = torch.empty(N, dtype=dtype, device=x.device)
         grad = torch.empty(N, 3, dtype=dtype, device=x.device)
         geo = torch.empty(N, field.n_geo, dtype=dtype, device=x.device) if want_geo else None
+        col = torch.empty(N, 3, dtype=dtype, device=x.device) if want_color else None
         for s in range(0, N, block):
-            v, g, ge = _block(field, x[s:s + block], plan, want_geo)
+            v, g, ge, c = one(x[s:s + block])
             value[s:s + block] = v
             grad[s:s + block] = g
             if want_geo:
                 geo[s:s + block] = ge
-        return value, grad, geo
+            if want_color:
+                col[s:s + block] = c
+        return value, grad, geo, col
 
 
 def _value_block(field, x: torch.Tensor, plan) -> torch.Tensor:

@@ -319,18 +319,16 @@ class Mapper:
                        else fastquery.autograd_value_and_gradient)
             for s in range(0, N, chunk):
                 p = torch.from_numpy(pts_np[s:s + chunk]).to(self.device)
-                if need_grad:
-                    v, g, geo = grad_fn(self.field, p, want_geo=want_color)
+                if want_color:  # colour seen head-on (view along the gradient), computed per block
+                    v, g, c = fastquery.value_gradient_color(self.field, p)
+                    cols[s:s + chunk] = c.cpu().numpy()
+                elif need_grad:
+                    v, g, _ = grad_fn(self.field, p)
                 else:
                     v = fastquery.value(self.field, p)
                 vals[s:s + chunk] = v.cpu().numpy()
                 if want_gradient:
                     grads[s:s + chunk] = g.cpu().numpy()
-                if want_color:
-                    with torch.no_grad():
-                        n = g / g.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-                        view = -n if self.kind == "sdf" else n  # look at the surface head-on
-                        cols[s:s + chunk] = self.field.color(geo, view).cpu().numpy()
         occ = self.occupancy_from_value(vals)
         observed = self.coverage.observed(pts_np.astype(np.float64)) if N else np.zeros(0, bool)
         occ = np.where(observed, occ, 0.5).astype(np.float32)

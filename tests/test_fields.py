@@ -106,6 +106,11 @@ def test_fast_value_and_gradient_match_autograd(kind, trunk, act, enc):
     assert float(g0.abs().max()) > 1e-3  # a gradient that can be wrong
     with torch.no_grad():
         _close(fastquery.value(f, x, block=1024), f(x).value, tol)
+    v3, g3, c3 = fastquery.value_gradient_color(f, x, block=1024)
+    with torch.no_grad():
+        c0 = fastquery.head_on_color(f, geo0, g0)
+    _close(v3, v0, tol)
+    _close(c3, c0, tol)
     v2, g2, geo2 = fastquery.value_and_gradient(f, x[:7])  # one block, no geo asked
     assert geo2 is None and v2.shape == (7,) and g2.shape == (7, 3)
     _close(g2, g0[:7], tol)
@@ -149,6 +154,10 @@ def test_unsupported_trunk_falls_back():
     assert g.shape == (40, 3) and geo.shape == (40, 15)
     with torch.no_grad():
         _close(fastquery.value(f, x, block=16), f(x).value, 1e-6)  # value: blocks of field(x)
+        c0 = fastquery.head_on_color(f, geo, g)
+    v1, g1, c1 = fastquery.value_gradient_color(f, x, block=16)  # the autograd route per block
+    _close(g1, g, 1e-6)
+    _close(c1, c0, 1e-6)
 
 
 def test_mapper_query_matches_autograd_reference():
