@@ -36,27 +36,36 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(n > 0, (x * mask).sum() / n.clamp_min(1), x.new_zeros(()))
 
 
-def sdf_band_loss(sdf: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, truncation: float) -> torch.Tensor:
-    """Mean squared error to ``D - t`` over samples inside the band.
+def sdf_band_loss(sdf: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, truncation: float,
+                  back: float | None = None) -> torch.Tensor:
+    """Mean squared error to ``D - t`` over samples inside the band ``-back <= D - t <= truncation``
+    (``back`` defaults to ``truncation``: a symmetric band).
 
     sdf (R, S), t (R, S), depth (R,) -> scalar.
     """
     target = depth[:, None] - t
-    band = (target.abs() <= truncation).to(sdf.dtype)
+    band = ((target <= truncation) & (target >= -(truncation if back is None else back))).to(sdf.dtype)
     return _masked_mean((sdf - target) ** 2, band)
 
 
 def free_space_loss(sdf: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, truncation: float,
-                    dir_norm: torch.Tensor) -> torch.Tensor:
+                    dir_norm: torch.Tensor, back: float | None = None) -> torch.Tensor:
     """Mean over free-space samples of relu(tr - sdf)^2 + relu(sdf - bound)^2.
 
+    With ``back`` (< truncation) the samples between ``back`` and ``truncation`` behind the
+    measured surface, which the SDF band no longer supervises, join the mean with relu(sdf)^2:
+    a weak "not free space" prior that free-space evidence from other rays can override.
     sdf (R, S), t (R, S), depth (R,), dir_norm (R,) -> scalar.
     """
     ahead = depth[:, None] - t
-    free = (ahead > truncation).to(sdf.dtype)
+    free = ahead > truncation
     bound = ahead * dir_norm[:, None]
     pen = torch.relu(truncation - sdf) ** 2 + torch.relu(sdf - bound) ** 2
-    return _masked_mean(pen, free)
+    if back is not None and back < truncation:
+        behind = (ahead < -back) & (ahead >= -truncation)
+        pen = torch.where(behind, torch.relu(sdf) ** 2, pen)
+        free = free | behind
+    return _masked_mean(pen, free.to(sdf.dtype))
 
 
 def eikonal_loss(grad: torch.Tensor) -> torch.Tensor:

@@ -247,12 +247,14 @@ class Mapper:
             pts.requires_grad_(True)
         out = self.field(pts)
         sdf = out.value[: R * S].view(R, S)
-        l_sdf = sdf_band_loss(sdf, t, b.depth, tr)
-        l_free = free_space_loss(sdf, t, b.depth, tr, dn)
+        back = tr * c.train.truncation_back
+        l_sdf = sdf_band_loss(sdf, t, b.depth, tr, back)
+        l_free = free_space_loss(sdf, t, b.depth, tr, dn, back if c.train.behind_prior else None)
         l_eik = l_depth = l_col = None
         if eik:
             g = torch.autograd.grad(out.value[: R * S].sum(), pts, create_graph=True)[0][: R * S]
-            band = ((b.depth[:, None] - t).abs() <= tr).reshape(-1)
+            ahead = b.depth[:, None] - t
+            band = ((ahead <= tr) & (ahead >= -back)).reshape(-1)
             l_eik = eikonal_loss(g[band]) if bool(band.any()) else None
         if c.train.w_depth > 0:
             w = rd.weights_from_alpha(rd.neus_alpha(sdf, c.render.sdf_beta))
@@ -264,7 +266,7 @@ class Mapper:
         total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
         with torch.no_grad():
             target = b.depth[:, None] - t
-            band = (target.abs() <= tr).float()
+            band = ((target <= tr) & (target >= -back)).float()
             ray_loss = ((sdf - target).abs() * band).sum(1) / band.sum(1).clamp_min(1)
         return total, terms, ray_loss, pts.shape[0]
 
@@ -288,7 +290,7 @@ class Mapper:
         l_depth = depth_loss(d_pred, b.depth)
         free = ((b.depth[:, None] - t) > tr).float()
         l_free = (w * w * free).sum() / free.sum().clamp_min(1)  # no weight in front of the surface
-        tc = dataclasses.replace(c.train, w_depth=c.train.w_depth_nerf)
+        tc = dataclasses.replace(c.train, w_depth=c.train.w_depth_nerf, w_free=c.train.w_free_nerf)
         total, terms = weighted_total(tc, free=l_free, depth=l_depth, color=l_col)
         with torch.no_grad():
             ray_loss = (d_pred - b.depth).abs() + ((col - b.rgb) ** 2).mean(-1)

@@ -41,3 +41,26 @@ def test_weighted_total_uses_config_weights():
     assert terms.sdf == 0.5 and terms.free == 0.25 and terms.color == 7.0 and terms.depth == 0.0
     with pytest.raises(ValueError):
         weighted_total(cfg, color=torch.tensor(1.0))
+
+
+def test_sdf_band_loss_back_band_is_shorter():
+    # depth 2.0, truncation 0.1, back 0.02: the sample 8 cm behind the surface is no longer supervised
+    t = torch.tensor([[1.95, 2.01, 2.08]])
+    sdf = torch.tensor([[0.10, 0.0, 5.0]])
+    got = sdf_band_loss(sdf, t, torch.tensor([2.0]), 0.1, back=0.02)
+    assert float(got) == pytest.approx(((0.10 - 0.05) ** 2 + (0.0 + 0.01) ** 2) / 2, rel=1e-4)
+    sym = sdf_band_loss(sdf, t, torch.tensor([2.0]), 0.1)  # default: symmetric band
+    assert float(sym) == pytest.approx(((0.10 - 0.05) ** 2 + (0.0 + 0.01) ** 2 + (5.0 + 0.08) ** 2) / 3, rel=1e-4)
+
+
+def test_free_space_loss_behind_prior():
+    # depth 2.0, tr 0.1, back 0.02: the sample 5 cm behind the surface must not be free (sdf <= 0);
+    # 1 cm behind is the SDF band's, 15 cm behind is unknown: both ignored here
+    t = torch.tensor([[1.0, 2.01, 2.05, 2.15]])
+    sdf = torch.tensor([[1.0, 0.5, 0.03, 0.5]])
+    got = free_space_loss(sdf, t, torch.tensor([2.0]), 0.1, torch.tensor([1.0]), back=0.02)
+    assert float(got) == pytest.approx(0.03**2 / 2, rel=1e-4)
+    assert float(free_space_loss(sdf, t, torch.tensor([2.0]), 0.1, torch.tensor([1.0]))) == 0.0  # no prior
+    inside = free_space_loss(torch.tensor([[1.0, 0.5, -0.03, 0.5]]), t, torch.tensor([2.0]), 0.1, torch.tensor([1.0]),
+                             back=0.02)
+    assert float(inside) == 0.0
