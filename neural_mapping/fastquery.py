@@ -159,13 +159,13 @@ def _block(field, x: torch.Tensor, plan, want_geo: bool):
     return value, grad, geo
 
 
-def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: int = BLOCK):
+def value_and_gradient(field, pts: torch.Tensor, want_geo: bool = False, block: int | None = None):
     """(value (N,), d value / d x (N, 3), geo (N, G) or None) at pts (N, 3), no autograd graph.
 
     Same numbers as :func:`autograd_value_and_gradient` up to float rounding. Raises
     ValueError when :func:`supports` is false.
     """
-    v, g, geo, _ = _run(field, pts, want_geo, False, block)
+    v, g, geo, _ = _run(field, pts, want_geo, False, BLOCK if block is None else block)
     return v, g, geo
 
 
@@ -176,12 +176,13 @@ def head_on_color(field, geo: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return field.color(geo, -n if field.kind == "sdf" else n)
 
 
-def value_gradient_color(field, pts: torch.Tensor, block: int = BLOCK):
+def value_gradient_color(field, pts: torch.Tensor, block: int | None = None):
     """(value (N,), gradient (N, 3), head-on colour (N, 3)) at pts (N, 3), per cache-sized block.
 
     The colour head runs inside each block too (on 262144-point chunks at once its activations
     were memory-bound). Fields :func:`supports` rejects take the autograd reference per block.
     """
+    block = BLOCK if block is None else block
     if supports(field):
         v, g, _, c = _run(field, pts, True, True, block)
         return v, g, c
@@ -240,7 +241,7 @@ def _value_block(field, x: torch.Tensor, plan) -> torch.Tensor:
     return torch.exp(torch.clamp(h0, max=15.0)) if field.kind == "nerf" else h0
 
 
-def value(field, pts: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
+def value(field, pts: torch.Tensor, block: int | None = None) -> torch.Tensor:
     """Field value (N,) at pts (N, 3) without autograd, in cache-sized blocks.
 
     For supported trunks only the value output is computed (a matrix-vector product instead of
@@ -248,6 +249,7 @@ def value(field, pts: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     per block. Large chunks in one pass were measured memory-bound (a (262144, 64) activation is
     67 MB: relu alone took ~0.5 us per point).
     """
+    block = BLOCK if block is None else block
     layers = _layers(field.trunk) if getattr(field, "kind", None) in ("sdf", "nerf") else None
     dtype = field.trunk[-1].weight.dtype
     x = pts.detach().to(dtype).contiguous()
