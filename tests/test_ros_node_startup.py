@@ -69,15 +69,23 @@ def test_odometry_of_the_body_with_a_static_extrinsic(ros_env, tmp_path):
         while pub_odom.get_subscription_count() == 0 or client.pub_depth.get_subscription_count() == 0:
             assert time.monotonic() < t_end and proc.proc.poll() is None, proc.log()[-3000:]
             time.sleep(0.05)
+        client.wait_for(lambda: status_of(client), 60, "the node's ~/status", proc)
         for f in seq.frames:
             color, depth, info, _ = frame_messages(f)
             odom = Odometry(header=co.make_header("map", f.stamp_ns), child_frame_id="base_link")
             odom.pose.pose = co.T_to_pose(f.T_WC @ invert_T(T_bc))
-            pub_odom.publish(odom)
-            client.pub_info.publish(info)
-            client.pub_color.publish(color)
-            client.pub_depth.publish(depth)
-            time.sleep(0.05)
+            before = status_of(client).frames_received
+            # inputs are best effort: a busy machine may lose a message, so re-send (same stamps) until received
+            for _ in range(4):
+                pub_odom.publish(odom)
+                client.pub_info.publish(info)
+                client.pub_color.publish(color)
+                client.pub_depth.publish(depth)
+                t_wait = time.monotonic() + 2.0
+                while time.monotonic() < t_wait and status_of(client).frames_received <= before:
+                    time.sleep(0.05)
+                if status_of(client).frames_received > before:
+                    break
         client.wait_for(lambda: (lambda s: s if s and s.frames_added >= 2 else None)(status_of(client)), 60,
                         "frames added from odometry", proc)
         f = seq.frames[0]

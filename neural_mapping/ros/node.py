@@ -126,6 +126,8 @@ def _make_node_class():
             self.T_body_camera = np.asarray(n.T_body_camera, dtype=np.float64).reshape(4, 4)
             #: input frames wider than this are subsampled before queuing (None: full resolution)
             self.input_max_width = auto_input_max_width(n.input_max_width, self.mapper.device)
+            self.get_logger().info("input images: " + ("full resolution" if self.input_max_width is None else
+                                   f"subsampled by an integer stride to <= {self.input_max_width} px wide"))
             self.queue: DropOldestQueue = DropOldestQueue(n.queue_size)
             self.sync = ApproxSync(slop_s=n.sync_slop_s, max_pose_gap_s=max(n.pose_max_gap_s, 1e-3),
                                    max_queue=max(4 * n.queue_size, 30))
