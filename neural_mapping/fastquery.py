@@ -72,8 +72,9 @@ def supports(field) -> bool:
 
 
 def _act(z: torch.Tensor, kind: str, param):
-    """(activation, what its backward needs) at z (z is overwritten). relu: the activation itself
-    (the backward is aten threshold_backward: one vectorised pass, no mask tensor); others: act'(z)."""
+    """(activation, what its backward needs) at z. relu: applied in place (z is overwritten) and the
+    activation itself is what the backward needs (aten threshold_backward: one vectorised pass, no
+    mask tensor); softplus, sine: act'(z)."""
     if kind == "relu":
         a = z.relu_()
         return a, a
