@@ -6,10 +6,11 @@
   nerf    the same data with a NeRF field, every 50th frame held out (6 frames) (targets: PSNR >= 25 dB,
           depth L1 <= 5 cm)
   sun3d   ../shared/data/sun3d_frag2, every 5th frame held out, cpu preset
-          (target: held-out depth L1 <= 4 cm in under 2 minutes)
+          (target: held-out depth L1 <= 4 cm in under 2 minutes); --error-maps DIR writes the
+          held-out signed depth error maps and prints error percentiles
 Each prints throughput (rays/s, sample points/s). Usage:
   python benchmarks/bench_training.py [sdf|nerf|sun3d ...] [--frames N] [--size W H] [--extra S]
-      [--device cpu|cuda] [--preset cpu|gpu] [--set key=value ...] [--json OUT]
+      [--device cpu|cuda] [--preset cpu|gpu] [--set key=value ...] [--json OUT] [--error-maps DIR]
 """
 
 from __future__ import annotations
@@ -101,7 +102,42 @@ def bench_sun3d(args) -> dict:
     t = time.perf_counter()
     res = run_mapping(frames, cfg, RunOptions(exclude_every=5, extra_seconds=args.sun3d_extra, progress=False),
                       total=len(frames))
-    return report("sdf sun3d_frag2 every 5th held out", res, {"total_s": round(time.perf_counter() - t, 1)})
+    extra = {"total_s": round(time.perf_counter() - t, 1)}
+    if args.error_maps:
+        extra.update(error_maps(res, Path(args.error_maps)))
+    return report("sdf sun3d_frag2 every 5th held out", res, extra)
+
+
+def error_maps(res, out_dir: Path) -> dict:
+    """Render the held-out frames again (as the runner does), write one PNG per frame (sensor depth |
+    rendered depth | signed error: red = rendered in front of the sensor, blue = behind, full colour
+    at 30 cm, green = no hit, grey = no sensor depth) and return error percentiles over all pixels."""
+    from PIL import Image
+
+    from neural_mapping.runner import _eval_stride
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errs = []
+    for i, f in res.held_out_frames:
+        s = _eval_stride(f)
+        K = f.K.copy()
+        K[:2] /= s
+        gt = f.depth_m[::s, ::s]
+        r = res.mapper.render(f.T_WC, K, *gt.shape)
+        ok = (gt > 0) & (r.depth > 0)
+        e = np.where(ok, r.depth - gt, 0.0)
+        errs.append(e[ok])
+        v = np.clip(e / 0.3, -1, 1)
+        err_rgb = np.stack([255 * np.clip(-v, 0, 1), np.zeros_like(v), 255 * np.clip(v, 0, 1)], -1).astype(np.uint8)
+        err_rgb[gt <= 0] = 60
+        err_rgb[(gt > 0) & (r.depth <= 0)] = (0, 255, 0)
+        gray = [np.repeat((np.clip(x / 6.0, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1) for x in (gt, r.depth)]
+        Image.fromarray(np.concatenate(gray + [err_rgb], 1)).save(out_dir / f"held_out_{i:03d}.png")
+    e = np.concatenate(errs)
+    p50, p90, p95, p99 = (float(x) for x in np.percentile(np.abs(e), [50, 90, 95, 99]) * 100)
+    return {"err_cm_p50": round(p50, 2), "err_cm_p90": round(p90, 2), "err_cm_p95": round(p95, 2),
+            "err_cm_p99": round(p99, 2), "err_cm_signed_mean": round(100 * float(e.mean()), 2),
+            "err_frac_over_10cm": round(float((np.abs(e) > 0.1).mean()), 4)}
 
 
 def main() -> int:
@@ -111,6 +147,8 @@ def main() -> int:
     ap.add_argument("--size", type=int, nargs=2, default=(320, 240))
     ap.add_argument("--extra", type=float, default=20.0, help="seconds of training after the last frame")
     ap.add_argument("--sun3d-extra", type=float, default=30.0, help="sun3d: seconds of training after the frames")
+    ap.add_argument("--error-maps", default=None, metavar="DIR",
+                    help="sun3d: write held-out depth error maps (PNG) here and print error percentiles")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
