@@ -67,8 +67,8 @@ def bench_convert(n: int = 200) -> None:
 def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     """Mesh publish at the cpu preset as the node does it: the products' copy of the map refreshed in
     place (weights + coverage with its update stamps) and one MeshExtractor kept on it,
-    ``extract(full=False)`` after a change (2 new frames + ``change_steps`` steps, about one 5 s
-    mesh period of the node), against a fresh extractor's ``extract(full=True)`` on the same copy
+    ``extract(full=False, budget_s=mesh_budget_s)`` after a change (2 new frames + ``change_steps``
+    steps, about one 5 s mesh period of the node), then the updates until no tile is pending, against a fresh extractor's ``extract(full=True)`` on the same copy
     (what the node did before) in the same process."""
     import copy
 
@@ -78,6 +78,7 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     from neural_mapping.products import MeshExtractor
     from neural_mapping.ros import convert_out as co
     from neural_mapping.ros.node import refresh_snapshot
+    from neural_mapping.ros.params import NodeConfig
 
     seq = synthetic_sequence(n_frames=30, width=320, height=240)
     m = Mapper(preset("cpu"))
@@ -90,6 +91,7 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     snap = Mapper.from_state_dict(m.state_dict())
     snap.coverage = copy.deepcopy(m.coverage)
     voxels = (m.cfg.mesh.voxel_m, 0.05, 0.1)
+    budget = NodeConfig().mesh_budget_s or None  # the node's default time budget of a mesh update
     kept = {v: MeshExtractor(snap, voxel_m=v, snapshot=False) for v in voxels}
     for v in voxels:
         kept[v].extract(full=True)  # the node's first publish (not counted)
@@ -109,17 +111,25 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
             t0 = time.perf_counter()
             full = MeshExtractor(snap, voxel_m=v, snapshot=False).extract(full=True)
             t1 = time.perf_counter()
-            mesh = kept[v].extract(full=False)
+            mesh = kept[v].extract(full=False, budget_s=budget)
             t2 = time.perf_counter()
             data = co.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
             t3 = time.perf_counter()
             st = kept[v].stats
             total = t_snap + (t3 - t1)
             print(f"    voxel {v:.3f} m: fresh extractor full {t1 - t0:.2f} s ({len(full.triangles)} triangles); "
-                  f"kept extractor incremental {t2 - t1:.2f} s ({st.tiles_recomputed}/{st.tiles_total} tiles, "
-                  f"{len(mesh.triangles)} triangles), Marker bytes {t3 - t2:.2f} s ({len(data) / 1e6:.1f} MB); "
-                  f"ratio (copy + incremental + bytes) / full {total / max(t1 - t0, 1e-9):.2f}")
+                  f"kept extractor incremental (budget {budget} s) {t2 - t1:.2f} s ({st.tiles_recomputed}/"
+                  f"{st.tiles_total} tiles recomputed, {st.tiles_pending} pending, {st.points_probed} probe "
+                  f"points, {len(mesh.triangles)} triangles), Marker bytes {t3 - t2:.2f} s "
+                  f"({len(data) / 1e6:.1f} MB); ratio (copy + incremental + bytes) / full "
+                  f"{total / max(t1 - t0, 1e-9):.2f}")
             line(f"mesh publish after change {k + 1}, voxel {v:.3f} m", total, "s", 1.0)
+            n, t0 = 1, time.perf_counter()
+            while kept[v].stats.tiles_pending:  # the node's next publishes, until the mesh caught up
+                kept[v].extract(full=False, budget_s=budget)
+                n += 1
+            print(f"      caught up with the field after {n} updates ({t2 - t1 + time.perf_counter() - t0:.2f} s "
+                  f"of extraction in all)")
 
 
 def bench_input_quality(steps_per_frame: int = 10, extra_steps: int = 150) -> None:

@@ -475,14 +475,16 @@ def _make_node_class():
             """
             from neural_mapping.products import MeshExtractor
 
-            if self.mapper.stats.steps == self._mesh_at_steps:
+            ex = self._mesh_extractor
+            pending = ex is not None and ex.stats.tiles_pending > 0  # a budgeted update left tiles for later
+            if self.mapper.stats.steps == self._mesh_at_steps and not pending:
                 return
             gen = self._map_gen
             snap = self._snapshot()
             ex = self._mesh_extractor
             if ex is None or ex.mapper is not snap:
                 ex = self._mesh_extractor = MeshExtractor(snap, snapshot=False)
-            mesh = ex.extract(full=False)
+            mesh = ex.extract(full=False, budget_s=self.ncfg.mesh_budget_s or None)
             if gen != self._map_gen:
                 return  # reset or loaded meanwhile: this mesh is of a map that is gone
             self.pub_mesh.publish(co.mesh_to_marker_cdr(mesh, self.map_frame, self._now_ns()))  # serialized bytes

@@ -74,6 +74,10 @@ class NodeConfig(_Group):
     paused: bool = param(False, "Pause training (frames are still received and counted)", runtime=True)
     mesh_rate_hz: float = param(0.2, "Mesh publish rate (Hz, 0 = off); published only when the map changed",
                                 lo=0.0, hi=50.0, runtime=True)
+    mesh_budget_s: float = param(0.5, "Time budget of one mesh update (s): tiles newly observed or whose field moved "
+                                      "most are recomputed first, the others keep their mesh until later updates "
+                                      "(published while any are pending); 0 = recompute every changed tile",
+                                 lo=0.0, hi=60.0, runtime=True)
     occupancy_rate_hz: float = param(0.5, "2D occupancy publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     voxels_rate_hz: float = param(0.2, "Occupied voxels publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     esdf_rate_hz: float = param(0.5, "ESDF slice publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
