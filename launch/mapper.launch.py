@@ -4,7 +4,10 @@ Arguments: config (params YAML, default the installed config/mapper.yaml), use_s
 (true under `ros2 bag play --clock`), device (auto|cpu|cuda), namespace, rviz (true to
 open RViz with config/mapper.rviz) and the four input topics color_topic, depth_topic,
 camera_info_topic, pose_topic (remapped onto the node's color/image, depth/image,
-depth/camera_info and pose|odom).
+depth/camera_info and pose|odom). dds_profile: the Fast DDS profile of the node's process
+(default the installed config/fastdds_large_messages.xml: a 16 MB shared-memory segment, so
+640x480 images arrive whole instead of as lossy UDP fragments; the camera's process should use
+it too); ignored by other RMW implementations.
 """
 
 from launch import LaunchDescription
@@ -34,13 +37,19 @@ def generate_launch_description():
                               description="Depth camera_info topic"),
         DeclareLaunchArgument("pose_topic", default_value="/camera/pose",
                               description="Camera pose topic (PoseStamped, or Odometry with pose_source odom)"),
+        DeclareLaunchArgument("dds_profile",
+                              default_value=PathJoinSubstitution([share, "config", "fastdds_large_messages.xml"]),
+                              description="Fast DDS XML profile of the node's process (large messages over "
+                                          "shared memory); ignored by other RMW implementations"),
     ]
+    profile = LaunchConfiguration("dds_profile")
     mapper = Node(
         package=PACKAGE,
         executable=EXECUTABLE,
         name="neural_mapper",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
+        additional_env={"FASTRTPS_DEFAULT_PROFILES_FILE": profile, "FASTDDS_DEFAULT_PROFILES_FILE": profile},
         parameters=[
             LaunchConfiguration("config"),
             {

@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "mapper.launch.py"
-ARGS = {"config", "use_sim_time", "device", "namespace", "rviz"}
+ARGS = {"config", "use_sim_time", "device", "namespace", "rviz", "dds_profile"}
 INPUTS = {"color/image", "depth/image", "depth/camera_info", "pose"}
 
 
@@ -61,7 +61,11 @@ def test_launch_file_structure_by_parsing():
     # installed files: the config default and rviz file live in the package share, and setup.py installs them
     src = LAUNCH.read_text()
     assert re.search(r"FindPackageShare\(PACKAGE\)", src) and consts.get("PACKAGE") == "neural_mapping"
-    for rel in ("config/mapper.yaml", "config/mapper.rviz"):
+    # the node's process gets the large-message DDS profile (both variable names: Humble..Jazzy, Kilted)
+    env = ast.unparse(_kw(m, "additional_env"))
+    assert "'FASTRTPS_DEFAULT_PROFILES_FILE': profile" in env and "'FASTDDS_DEFAULT_PROFILES_FILE': profile" in env
+    assert "profile = LaunchConfiguration('dds_profile')" in ast.unparse(tree)
+    for rel in ("config/mapper.yaml", "config/mapper.rviz", "config/fastdds_large_messages.xml"):
         a, b = rel.split("/")
         assert f'"{a}", "{b}"' in src, rel
         assert (REPO / rel).is_file()
