@@ -129,7 +129,7 @@ class TrainConfig(_Group):
     lr: float = param(1e-2, "Learning rate of the encoding (Adam)", lo=1e-6, hi=1.0)
     lr_mlp: float = param(2e-3, "Learning rate of the MLP weights (Adam)", lo=1e-6, hi=1.0)
     truncation_m: float = param(0.10, "SDF truncation band (m)", lo=1e-3, hi=2.0)
-    truncation_back: float = param(0.2, "Depth of the SDF band behind the measured surface, as a fraction of truncation_m (behind it is unknown; a deep band fattens objects seen from other views)", lo=0.05, hi=1.0)
+    truncation_back: float = param(1.0, "Depth of the SDF band behind the measured surface, as a fraction of truncation_m (< 1: thinner objects at depth edges, but surfaces can vanish from meshes, see RESULTS.md)", lo=0.05, hi=1.0)
     behind_prior: bool = param(True, "Samples behind the SDF band (up to truncation_m behind the surface) get a weak sdf <= 0 prior in the free-space loss")
     w_sdf: float = param(1000.0, "Weight of the SDF loss inside the truncation band", lo=0.0)
     w_free: float = param(100.0, "Weight of the free-space loss in front of the band (sdf fields)", lo=0.0)
