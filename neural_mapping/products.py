@@ -806,7 +806,8 @@ def _classify(mapper, pts_W: np.ndarray, res: float, seen: _ObservedBoxes, chunk
     is_sdf = _field_kind(mapper) == "sdf"
     r = query_field(mapper, pts_W[idx], want_gradient=is_sdf, chunk=chunk)
     if is_sdf:
-        gn = np.linalg.norm(r.gradient, axis=1) if r.gradient is not None else 1.0
+        gn = np.linalg.norm(r.gradient, axis=1) if r.gradient is not None else np.ones(len(idx))
+        gn = np.where(np.isfinite(gn), gn, 1.0)  # a map that gives no gradient: its sdf as it is
         occ = r.sdf / np.maximum(gn, 1.0) <= thr
     else:
         occ = _surface_value(mapper, r) <= 0  # occupancy probability of the density >= 0.5

@@ -337,6 +337,13 @@ def test_occupancy_of_a_steep_sdf_uses_its_first_order_distance(room_map):
     regular = (np.abs(gn - 1) < 1e-3) & (np.abs(s - 0.05) > 1e-4)  # off the medial axis and the ties
     assert regular.mean() > 0.7
     np.testing.assert_array_equal(g.data.reshape(-1)[regular], exact.data.reshape(-1)[regular])
+    class NoGradient(AnalyticMap):  # a duck-typed map that gives no gradient: its sdf is used as it is
+        def query(self, pts_W, want_gradient=False, want_color=False, chunk=65536):
+            return super().query(pts_W, False, want_color, chunk)
+
+    plain = NoGradient()
+    plain.coverage = room_map.coverage
+    np.testing.assert_array_equal(P.occupancy_grid_3d(plain, resolution=0.1).data, exact.data)
     skin = (exact.data.reshape(-1) == P.OCCUPIED_CELL) & (s > 0.026) & (s < 0.049)
     assert skin.sum() > 10  # cells the raw steep value (> 0.05) would have called free
 
