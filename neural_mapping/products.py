@@ -264,6 +264,8 @@ class MeshExtractor:
         if not change_tol > 0:
             raise ValueError(f"change_tol must be positive, got {change_tol}")
         self.change_tol = float(change_tol)
+        #: cell sizes (voxels) of the coarse levels whose centres are change probes
+        self._probe_sizes = [self.tile_cells >> k for k in range(min(_PROBE_LEVELS, self.tile_cells.bit_length()))]
         self._tiles: dict[int, _TileMesh] = {}
         self._seen_updates = -1
         self._seen_field = None  # _field_version of the map at the last extraction
@@ -335,8 +337,8 @@ class MeshExtractor:
             boxes = _ObservedBoxes(cov, dilate=1)
             tl, th = all_tiles * T * v, (all_tiles + 1) * T * v
             all_tiles = all_tiles[boxes.any_in_boxes(np.maximum(tl, lo), np.minimum(th, hi))]
-            all_keys = set(_pack(all_tiles).tolist())
             keys = _pack(all_tiles).tolist()
+            all_keys = set(keys)
             if full or kind != self._kind or changed is None:
                 dirty = all_tiles
                 self._tiles.clear()
@@ -348,7 +350,7 @@ class MeshExtractor:
                 if field_changed and kind != "sdf":  # no distances to probe: all of it may have moved
                     need[:] = True
                 elif field_changed:
-                    stats.points_probed = self._probe(src, all_tiles, need, score)
+                    stats.points_probed = self._probe(src, keys, need, score)
                     stats.points_queried += stats.points_probed
                 order = np.argsort(-score[need], kind="stable")
                 dirty = all_tiles[need][order]
@@ -388,13 +390,12 @@ class MeshExtractor:
         """Probe points of tiles (N, 3) with their meshes: (points (P, 3), tile of each (P,))."""
         v, T = self.voxel_m, self.tile_cells
         pts, owner = [], []
-        s, cells = T, np.zeros((1, 3), np.int64)
-        for _ in range(min(_PROBE_LEVELS, int(math.log2(T)) + 1)):
+        cells = np.zeros((1, 3), np.int64)
+        for s in self._probe_sizes:
             c = (tiles[:, None, :] * (T // s) + cells[None]).reshape(-1, 3)
             pts.append((c + 0.5) * s * v)
             owner.append(np.repeat(np.arange(len(tiles)), len(cells)))
             cells = (cells[:, None, :] * 2 + _CORNERS[None]).reshape(-1, 3)
-            s //= 2
         for i, tm in enumerate(meshes):
             if tm is not None and len(tm.verts_W):
                 step = max(1, len(tm.verts_W) // _PROBE_VERTS)
@@ -403,14 +404,14 @@ class MeshExtractor:
                 owner.append(np.full(len(pv), i))
         return np.vstack(pts), np.concatenate(owner)
 
+    def _keep_threshold(self, s: int) -> float:
+        """Coarse-to-fine pruning: a cell of ``s`` voxels may hold the surface when |sdf| at its
+        centre is at most this (``safety`` x half its diagonal)."""
+        return self.safety * 0.5 * math.sqrt(3.0) * s * self.voxel_m
+
     def _coarse_thresholds(self) -> np.ndarray:
         """Pruning threshold of each coarse probe of one tile, in probe order."""
-        T, out, n, s = self.tile_cells, [], 1, self.tile_cells
-        for _ in range(min(_PROBE_LEVELS, int(math.log2(T)) + 1)):
-            out.append(np.full(n, self.safety * 0.5 * math.sqrt(3.0) * s * self.voxel_m))
-            n *= 8
-            s //= 2
-        return np.concatenate(out)
+        return np.concatenate([np.full(8 ** k, self._keep_threshold(s)) for k, s in enumerate(self._probe_sizes)])
 
     def _set_probes(self, m, tiles: np.ndarray, stats: MeshStats) -> None:
         """Record the change probes of freshly computed tiles (sdf maps)."""
@@ -425,15 +426,14 @@ class MeshExtractor:
             sel = order[cuts[i]:cuts[i + 1]]
             tm.probe_pts, tm.probe_vals = pts[sel], vals[sel]
 
-    def _probe(self, m, tiles: np.ndarray, need: np.ndarray, score: np.ndarray) -> int:
-        """Mark in ``need`` (in place) the cached tiles whose field moved (see the class doc),
-        with their largest move in ``score``; returns the number of points queried."""
-        idx = [i for i, k in enumerate(_pack(tiles).tolist())
+    def _probe(self, m, keys: list, need: np.ndarray, score: np.ndarray) -> int:
+        """Mark in ``need`` (in place) the cached tiles (``keys``: their packed indices) whose field
+        moved (see the class doc), with their largest move in ``score``; returns the points queried."""
+        idx = [i for i, k in enumerate(keys)
                if not need[i] and self._tiles.get(k) is not None and self._tiles[k].probe_pts is not None]
         if not idx:
             return 0
-        keys = _pack(tiles[idx]).tolist()
-        tms = [self._tiles[k] for k in keys]
+        tms = [self._tiles[keys[i]] for i in idx]
         pts = np.vstack([tm.probe_pts for tm in tms])
         old = np.concatenate([tm.probe_vals for tm in tms])
         cuts = np.cumsum([0] + [len(tm.probe_pts) for tm in tms])
@@ -489,7 +489,7 @@ class MeshExtractor:
                 centers = (cells + 0.5) * s * v
                 val = _values(m, centers)
                 stats.points_queried += len(centers)
-                sel = np.abs(val) <= self.safety * 0.5 * math.sqrt(3.0) * s * v
+                sel = np.abs(val) <= self._keep_threshold(s)
                 cells, cval = cells[sel], val[sel]
             if s <= 2 or len(cells) == 0:
                 break
