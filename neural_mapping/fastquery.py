@@ -112,6 +112,42 @@ def _plan(field, layers):
     return plan, wo, bo
 
 
+def _trunk_input(field, e: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The trunk's input: the encoding, and the scaled raw positions when the field feeds them."""
+    return torch.cat([e, x * field.xyz_scale], dim=1) if field.include_xyz else e
+
+
+def _hidden(a: torch.Tensor, hidden, derivs: list | None = None) -> torch.Tensor:
+    """The hidden layers; with ``derivs``, what each activation's backward needs is appended."""
+    for wt, b, _, kind, param in hidden:
+        a, d = _act(a @ wt if b is None else torch.addmm(b, a, wt), kind, param)
+        if derivs is not None:
+            derivs.append(d)
+    return a
+
+
+def _value_output(a: torch.Tensor, wo: torch.Tensor, bo) -> torch.Tensor:
+    """Output 0 only: a matrix-vector product (~6x cheaper than all 1 + G outputs)."""
+    return a @ wo[0] if bo is None else torch.addmv(bo[0], a, wo[0])
+
+
+def _blocked(fn, x: torch.Tensor, block: int):
+    """fn (a block of x -> tuple of (n, ...) tensors or None) over x in blocks of ``block`` rows,
+    into outputs allocated once (x in one call when it fits a block)."""
+    N = x.shape[0]
+    if N <= block:
+        return fn(x)
+    outs = None
+    for s in range(0, N, block):
+        r = fn(x[s:s + block])
+        if outs is None:
+            outs = tuple(None if t is None else t.new_empty((N,) + tuple(t.shape[1:])) for t in r)
+        for o, t in zip(outs, r):
+            if o is not None:
+                o[s:s + block] = t
+    return outs
+
+
 def _block(field, x: torch.Tensor, plan, want_geo: bool):
     hidden, wo, bo = plan
     enc = field.encoding
@@ -125,18 +161,13 @@ def _block(field, x: torch.Tensor, plan, want_geo: bool):
             e_graph = enc(xe)
         e = e_graph.detach()
     D = e.shape[1]
-    if field.include_xyz:
-        e = torch.cat([e, x * field.xyz_scale], dim=1)
-    a = e
     derivs = []
-    for wt, b, _, kind, param in hidden:
-        a, d = _act(a @ wt if b is None else torch.addmm(b, a, wt), kind, param)
-        derivs.append(d)
+    a = _hidden(_trunk_input(field, e, x), hidden, derivs)
     if want_geo:
         h = a @ wo.t() if bo is None else torch.addmm(bo, a, wo.t())
         value = h[:, 0]
-    else:  # the value output only: a matrix-vector product (~6x cheaper than all 1 + G outputs)
-        value = a @ wo[0] if bo is None else torch.addmv(bo[0], a, wo[0])
+    else:
+        value = _value_output(a, wo, bo)
     # vector-Jacobian product of output 0 only
     g = wo[0]  # (H,)
     for (_, _, wb, kind, _), d in zip(reversed(hidden), reversed(derivs)):
@@ -190,16 +221,12 @@ def value_gradient_color(field, pts: torch.Tensor, block: int | None = None):
     if supports(field):
         v, g, _, c = _run(field, pts, True, True, block)
         return v, g, c
-    x = pts.detach()
-    outs = []
-    for s in range(0, x.shape[0], block):
-        v, g, geo = autograd_value_and_gradient(field, x[s:s + block])
+    def one(xb):
+        v, g, geo = autograd_value_and_gradient(field, xb)
         with torch.no_grad():
-            outs.append((v, g, head_on_color(field, geo, g)))
-    if not outs:
-        z = x.new_zeros((0,))
-        return z, x.new_zeros((0, 3)), x.new_zeros((0, 3))
-    return tuple(torch.cat(t) for t in zip(*outs))
+            return v, g, head_on_color(field, geo, g)
+
+    return _blocked(one, pts.detach(), block)
 
 
 def _run(field, pts: torch.Tensor, want_geo: bool, want_color: bool, block: int):
@@ -208,40 +235,19 @@ def _run(field, pts: torch.Tensor, want_geo: bool, want_color: bool, block: int)
         raise ValueError("value_and_gradient: unsupported field (use autograd_value_and_gradient)")
     dtype = layers[1].weight.dtype  # float32, or float64 for a field converted with .double()
     x = pts.detach().to(dtype).contiguous()
-    N = x.shape[0]
 
     def one(xb):
         v, g, geo = _block(field, xb, plan, want_geo or want_color)
-        return v, g, geo, (head_on_color(field, geo, g) if want_color else None)
+        return v, g, (geo if want_geo else None), (head_on_color(field, geo, g) if want_color else None)
 
     with torch.no_grad():
         plan = _plan(field, layers)
-        if N <= block:
-            return one(x)
-        value = torch.empty(N, dtype=dtype, device=x.device)
-        grad = torch.empty(N, 3, dtype=dtype, device=x.device)
-        geo = torch.empty(N, field.n_geo, dtype=dtype, device=x.device) if want_geo else None
-        col = torch.empty(N, 3, dtype=dtype, device=x.device) if want_color else None
-        for s in range(0, N, block):
-            v, g, ge, c = one(x[s:s + block])
-            value[s:s + block] = v
-            grad[s:s + block] = g
-            if want_geo:
-                geo[s:s + block] = ge
-            if want_color:
-                col[s:s + block] = c
-        return value, grad, geo, col
+        return _blocked(one, x, block)
 
 
 def _value_block(field, x: torch.Tensor, plan) -> torch.Tensor:
     hidden, wo, bo = plan
-    e = field.encoding(x)
-    if field.include_xyz:
-        e = torch.cat([e, x * field.xyz_scale], dim=1)
-    a = e
-    for wt, b, _, kind, param in hidden:
-        a, _ = _act(a @ wt if b is None else torch.addmm(b, a, wt), kind, param)
-    h0 = a @ wo[0] if bo is None else torch.addmv(bo[0], a, wo[0])  # the value output only
+    h0 = _value_output(_hidden(_trunk_input(field, field.encoding(x), x), hidden), wo, bo)
     return torch.exp(torch.clamp(h0, max=15.0)) if field.kind == "nerf" else h0
 
 
@@ -257,16 +263,10 @@ def value(field, pts: torch.Tensor, block: int | None = None) -> torch.Tensor:
     layers = _layers(field.trunk) if getattr(field, "kind", None) in ("sdf", "nerf") else None
     dtype = field.trunk[-1].weight.dtype
     x = pts.detach().to(dtype).contiguous()
-    N = x.shape[0]
     with torch.no_grad():
         plan = _plan(field, layers) if layers is not None else None
         fn = (lambda xb: _value_block(field, xb, plan)) if plan is not None else (lambda xb: field(xb).value)
-        if N <= block:
-            return fn(x)
-        out = torch.empty(N, dtype=dtype, device=x.device)
-        for s in range(0, N, block):
-            out[s:s + block] = fn(x[s:s + block])
-        return out
+        return _blocked(lambda xb: (fn(xb),), x, block)[0]
 
 
 def autograd_value_and_gradient(field, pts: torch.Tensor, want_geo: bool = True):
