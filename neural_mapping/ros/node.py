@@ -472,6 +472,13 @@ def _make_node_class():
             self._snap, self._snap_key = snap, key
             return snap
 
+        def _new_lineage(self) -> None:
+            """After reset or load_map (caller holds _mapper_swap): products start from the new map."""
+            self._mesh_at_steps = self._voxels_at_steps = -1
+            self._snap = None
+            self._mesh_extractor = None
+            self._map_gen += 1
+
         def _publish_mesh(self) -> None:
             """Mesh the products' copy of the map with one MeshExtractor per copy (map lineage), so
             ``extract(full=False)`` recomputes only the tiles whose coverage or field changed.
@@ -699,10 +706,7 @@ def _make_node_class():
                 return resp
             with self._mapper_swap:
                 self.mapper = mapper
-                self._mesh_at_steps = self._voxels_at_steps = -1
-                self._snap = None
-                self._mesh_extractor = None
-                self._map_gen += 1
+                self._new_lineage()
             resp.success = True
             resp.message = f"loaded {path}"
             self.get_logger().info(resp.message)
@@ -712,10 +716,7 @@ def _make_node_class():
             with self._mapper_swap:
                 self.queue.clear()
                 self.mapper.reset()
-                self._mesh_at_steps = self._voxels_at_steps = -1
-                self._snap = None
-                self._mesh_extractor = None
-                self._map_gen += 1
+                self._new_lineage()
                 self._step_times.clear()
                 self.last_error = ""
             self.pub_mesh.publish(co.mesh_to_marker(co._EmptyMesh(), self.map_frame, self._now_ns()))
