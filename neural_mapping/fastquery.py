@@ -128,7 +128,8 @@ def _hidden(a: torch.Tensor, hidden, derivs: list | None = None) -> torch.Tensor
 
 def _value_output(a: torch.Tensor, wo: torch.Tensor, bo) -> torch.Tensor:
     """Output 0 only: a matrix-vector product (~6x cheaper than all 1 + G outputs)."""
-    return a @ wo[0] if bo is None else torch.addmv(bo[0], a, wo[0])
+    # the bias expanded to (N,): a 0-dim bias would give a 0-dim result for N = 0
+    return a @ wo[0] if bo is None else torch.addmv(bo[0].expand(a.shape[0]), a, wo[0])
 
 
 def _blocked(fn, x: torch.Tensor, block: int):

@@ -180,3 +180,15 @@ def test_mapper_query_matches_autograd_reference():
     _close(torch.from_numpy(r.color), col, 1e-5)
     assert float(g.abs().max()) > 0.1
     _close(torch.from_numpy(m.query(pts.numpy(), chunk=3000).sdf), v, 1e-5)  # the value-only path
+
+
+def test_fast_queries_of_no_points_are_empty():
+    from neural_mapping import fastquery
+
+    f = build_field(_cfg())
+    none = torch.zeros(0, 3)
+    assert fastquery.value(f, none).shape == (0,)
+    v, g, geo = fastquery.value_and_gradient(f, none)
+    assert v.shape == (0,) and g.shape == (0, 3) and geo is None
+    v, g, c = fastquery.value_gradient_color(f, none)
+    assert v.shape == (0,) and g.shape == (0, 3) and c.shape == (0, 3)
