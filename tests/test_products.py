@@ -240,6 +240,16 @@ def test_incremental_extraction_follows_field_changes_in_changed_tiles_only():
     assert (np.abs(np.linalg.norm(vi - SPHERE_C, axis=1) - SPHERE_R - 0.03) < 0.005).sum() > 50
 
 
+def test_mesh_extractor_refuses_bad_settings():
+    m = AnalyticMap()
+    for bad, why in (({"tile_cells": 12}, "tile_cells must be a power of two"),
+                     ({"change_tol": 0.0}, "change_tol must be positive"),
+                     ({"change_tol": -1.0}, "change_tol must be positive"),
+                     ({"voxel_m": 0.0}, "mesh voxel must be positive")):
+        with pytest.raises(ValueError, match=why):
+            P.MeshExtractor(m, **bad)
+
+
 def test_time_budgeted_extraction_converges_to_the_full_mesh():
     m = AnalyticMap()
     for tgt in TARGETS[:2]:

@@ -380,6 +380,8 @@ def test_runtime_parameters_are_validated(live):
 
     assert not set_("occupancy.z_min", 2.0).successful  # above z_max
     assert not set_("mesh_rate_hz", 500.0).successful  # outside [0, 50]
+    assert not set_("mesh_budget_s", -1.0).successful  # a negative time budget
+    assert set_("mesh_budget_s", 0.5).successful  # runtime (the default again: later tests unaffected)
     assert not set_("train.lr", 0.5).successful  # read-only: not a runtime parameter
     assert set_("occupancy.esdf_height", 0.4).successful
     assert set_("voxels_rate_hz", 0.0).successful  # switches the product off
