@@ -130,6 +130,7 @@ class TrainConfig(_Group):
     lr_mlp: float = param(2e-3, "Learning rate of the MLP weights (Adam)", lo=1e-6, hi=1.0)
     truncation_m: float = param(0.10, "SDF truncation band (m)", lo=1e-3, hi=2.0)
     truncation_back: float = param(1.0, "Depth of the SDF band behind the measured surface, as a fraction of truncation_m (< 1: thinner objects at depth edges, but surfaces can vanish from meshes, see RESULTS.md)", lo=0.05, hi=1.0)
+    edge_jump_m: float = param(0.10, "Depth jump (m) to a 4-neighbour (or a neighbour without depth) that marks a silhouette pixel; behind the surface the SDF band of a ray is no deeper than the ray's lateral distance to the nearest silhouette (objects do not grow past their outline); 0: off", lo=0.0, hi=10.0)
     behind_prior: bool = param(True, "Samples behind the SDF band (up to truncation_m behind the surface) get a weak sdf <= 0 prior in the free-space loss")
     w_sdf: float = param(1000.0, "Weight of the SDF loss inside the truncation band", lo=0.0)
     w_free: float = param(100.0, "Weight of the free-space loss in front of the band (sdf fields)", lo=0.0)

@@ -1,8 +1,9 @@
 """Keyframe selection, a bounded replay buffer on the device, and ray sampling.
 
 Each stored frame keeps only its valid-depth pixels (every ``downsample``-th pixel), as flat
-device tensors: camera ray directions ``dirs_C (P, 3)`` (z = 1), depth ``(P,)`` and colour
-``(P, 3)`` uint8. Rays are drawn from the latest frame (a fixed fraction) and from the
+device tensors: camera ray directions ``dirs_C (P, 3)`` (z = 1), depth ``(P,)``, colour
+``(P, 3)`` uint8 and ``edge_m (P,)``, the lateral distance (m, at the pixel's depth) to the nearest
+silhouette pixel (a pixel in front of a depth jump, see :func:`silhouette_distance_m`). Rays are drawn from the latest frame (a fixed fraction) and from the
 keyframes in proportion to their recent loss (iSDF-style active sampling).
 """
 
@@ -27,21 +28,27 @@ class StoredFrame:
     T_WC: torch.Tensor  # (4, 4) float32
     T_WC_np: np.ndarray  # (4, 4) float64
     stamp_ns: int
+    edge_m: torch.Tensor  # (P,) float16 lateral distance to the nearest silhouette (m; inf: none)
     loss: float = 1.0
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.dirs_C, self.depth, self.rgb, self.T_WC))
+        return sum(t.numel() * t.element_size() for t in (self.dirs_C, self.depth, self.rgb, self.T_WC, self.edge_m))
 
     def state_dict(self) -> dict:
         return {"dirs_C": self.dirs_C.cpu(), "depth": self.depth.cpu(), "rgb": self.rgb.cpu(),
-                "T_WC": self.T_WC_np.copy(), "stamp_ns": self.stamp_ns, "loss": self.loss}
+                "T_WC": self.T_WC_np.copy(), "stamp_ns": self.stamp_ns, "loss": self.loss,
+                "edge_m": self.edge_m.cpu()}
 
     @classmethod
     def from_state_dict(cls, d: dict, device) -> "StoredFrame":
         T = np.asarray(d["T_WC"], dtype=np.float64)
+        edge = d.get("edge_m")  # maps written before edge distances: no silhouette known
+        if edge is None:
+            edge = torch.full(d["depth"].shape, float("inf"), dtype=torch.float16)
         return cls(d["dirs_C"].to(device), d["depth"].to(device), d["rgb"].to(device),
-                   torch.as_tensor(T, dtype=torch.float32, device=device), T, int(d["stamp_ns"]), float(d["loss"]))
+                   torch.as_tensor(T, dtype=torch.float32, device=device), T, int(d["stamp_ns"]),
+                   edge.to(device), float(d["loss"]))
 
 
 @dataclass
@@ -53,18 +60,48 @@ class RayBatch:
     depth: torch.Tensor  # (R,) measured z-depth, m
     rgb: torch.Tensor  # (R, 3) float in [0, 1]
     source: torch.Tensor  # (R,) long: keyframe index, or -1 for the latest frame
+    edge_m: torch.Tensor | None = None  # (R,) float lateral distance to the nearest silhouette (m)
 
     def __len__(self) -> int:
         return int(self.depth.shape[0])
 
 
-def store_frame(frame: Frame, downsample: int, min_depth: float, max_depth: float, device) -> StoredFrame | None:
-    """Valid pixels of a frame as device tensors, or None when no pixel has usable depth."""
+def silhouette_distance_m(depth: np.ndarray, valid: np.ndarray, f_px: float, jump_m: float) -> np.ndarray:
+    """Per pixel, the lateral distance (m) to the nearest silhouette pixel of a depth image.
+
+    A silhouette pixel is a valid pixel with a 4-neighbour that is farther by more than ``jump_m``
+    or has no valid depth (the edge of a foreground object, seen against what lies behind it).
+    Distances are chessboard pixel distances + 0.5, times depth / ``f_px`` (the pixel's footprint
+    at its depth); ``inf`` everywhere when ``jump_m <= 0`` or there is no silhouette.
+    depth, valid (H, W) -> (H, W) float32.
+    """
+    from scipy.ndimage import distance_transform_cdt
+
+    if jump_m <= 0:
+        return np.full(depth.shape, np.inf, np.float32)
+    far = np.where(valid, depth, np.inf).astype(np.float32)  # invalid neighbours count as "far away"
+    pad = np.pad(far, 1, mode="edge")  # the image border is no silhouette
+    H, W = depth.shape
+    nbr = np.maximum.reduce([pad[:-2, 1:-1], pad[2:, 1:-1], pad[1:-1, :-2], pad[1:-1, 2:]])[:H, :W]
+    sil = valid & (nbr > far + jump_m)
+    if not sil.any():
+        return np.full(depth.shape, np.inf, np.float32)
+    dist_px = distance_transform_cdt(~sil, metric="chessboard").astype(np.float32) + 0.5
+    return dist_px * np.where(valid, depth, 0).astype(np.float32) / np.float32(f_px)
+
+
+def store_frame(frame: Frame, downsample: int, min_depth: float, max_depth: float, device,
+                edge_jump_m: float = 0.0) -> StoredFrame | None:
+    """Valid pixels of a frame as device tensors, or None when no pixel has usable depth.
+
+    ``edge_jump_m`` > 0 records each pixel's distance to the nearest silhouette (``edge_m``)."""
     d = frame.depth_m[::downsample, ::downsample]
     valid = (d > min_depth) & (d < max_depth)
     v, u = np.nonzero(valid)
     if len(v) == 0:
         return None
+    f_px = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1])) / downsample
+    edge = silhouette_distance_m(d, valid, f_px, edge_jump_m)[v, u]
     Kt = torch.as_tensor(frame.K, dtype=torch.float32)
     dirs = pixel_dirs_C(Kt, torch.as_tensor(u * downsample, dtype=torch.float32),
                         torch.as_tensor(v * downsample, dtype=torch.float32))
@@ -72,7 +109,7 @@ def store_frame(frame: Frame, downsample: int, min_depth: float, max_depth: floa
     T = frame.T_WC
     return StoredFrame(dirs.to(device), torch.as_tensor(d[v, u], device=device),
                        torch.as_tensor(rgb, device=device), torch.as_tensor(T, dtype=torch.float32, device=device),
-                       T.copy(), frame.stamp_ns)
+                       T.copy(), frame.stamp_ns, torch.as_tensor(edge.astype(np.float16), device=device))
 
 
 def pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
@@ -86,10 +123,12 @@ def pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
 class KeyframeBuffer:
     """Bounded keyframe store + latest frame; samples training rays."""
 
-    def __init__(self, cfg: KeyframeConfig, device, min_depth: float, max_depth: float, seed: int = 0):
+    def __init__(self, cfg: KeyframeConfig, device, min_depth: float, max_depth: float, seed: int = 0,
+                 edge_jump_m: float = 0.0):
         self.cfg = cfg
         self.device = torch.device(device)
         self.min_depth, self.max_depth = min_depth, max_depth
+        self.edge_jump_m = edge_jump_m
         self.keyframes: list[StoredFrame] = []
         self.latest: StoredFrame | None = None
         self.dropped = 0
@@ -111,7 +150,7 @@ class KeyframeBuffer:
 
     def add(self, frame: Frame) -> tuple[bool, bool]:
         """Store a frame as the latest (and as a keyframe if selected) -> (usable, became_keyframe)."""
-        sf = store_frame(frame, self.cfg.downsample, self.min_depth, self.max_depth, self.device)
+        sf = store_frame(frame, self.cfg.downsample, self.min_depth, self.max_depth, self.device, self.edge_jump_m)
         if sf is None:
             return False, False
         self.latest = sf
@@ -138,7 +177,8 @@ class KeyframeBuffer:
             counts = torch.tensor([k.depth.shape[0] for k in ks], device=self.device)
             offsets = torch.cumsum(counts, 0) - counts
             self._cat = (torch.cat([k.dirs_C for k in ks]), torch.cat([k.depth for k in ks]),
-                         torch.cat([k.rgb for k in ks]), torch.stack([k.T_WC for k in ks]), counts, offsets)
+                         torch.cat([k.rgb for k in ks]), torch.stack([k.T_WC for k in ks]), counts, offsets,
+                         torch.cat([k.edge_m for k in ks]))
         return self._cat
 
     def sample(self, n_rays: int, latest_fraction: float, generator: torch.Generator | None = None) -> RayBatch:
@@ -154,17 +194,18 @@ class KeyframeBuffer:
             L = self.latest
             i = torch.randint(0, L.depth.shape[0], (n_latest,), device=dev)
             o, dW = _to_world(L.T_WC, L.dirs_C[i])
-            parts.append((o, dW, L.depth[i], L.rgb[i], torch.full((n_latest,), -1, device=dev, dtype=torch.long)))
+            parts.append((o, dW, L.depth[i], L.rgb[i], torch.full((n_latest,), -1, device=dev, dtype=torch.long),
+                          L.edge_m[i]))
         if n_kf:
-            dirs, depth, rgb, Ts, counts, offsets = self._concat()
+            dirs, depth, rgb, Ts, counts, offsets, edge = self._concat()
             p = torch.tensor([k.loss for k in self.keyframes], device=dev, dtype=torch.float32).clamp_min(1e-8)
             kf = torch.multinomial(p / p.sum(), n_kf, replacement=True)  # (n_kf,)
             pix = offsets[kf] + (torch.rand(n_kf, device=dev) * counts[kf]).long().clamp_max(counts[kf] - 1)
             T = Ts[kf]  # (n_kf, 4, 4)
             dW = torch.einsum("nij,nj->ni", T[:, :3, :3], dirs[pix])
-            parts.append((T[:, :3, 3], dW, depth[pix], rgb[pix], kf))
-        o, d, z, c, s = (torch.cat(x) for x in zip(*parts))
-        return RayBatch(o, d, z, c.float() / 255.0, s)
+            parts.append((T[:, :3, 3], dW, depth[pix], rgb[pix], kf, edge[pix]))
+        o, d, z, c, s, e = (torch.cat(x) for x in zip(*parts))
+        return RayBatch(o, d, z, c.float() / 255.0, s, e.float())
 
     def update_losses(self, source: torch.Tensor, ray_loss: torch.Tensor, momentum: float = 0.5) -> None:
         """Blend each sampled keyframe's loss with the mean loss of its rays this step."""

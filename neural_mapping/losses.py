@@ -39,7 +39,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def sdf_band_loss(sdf: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, truncation: float,
                   back: float | None = None) -> torch.Tensor:
     """Mean squared error to ``D - t`` over samples inside the band ``-back <= D - t <= truncation``
-    (``back`` defaults to ``truncation``: a symmetric band).
+    (``back`` defaults to ``truncation``: a symmetric band; a (R, 1) tensor gives one per ray).
 
     sdf (R, S), t (R, S), depth (R,) -> scalar.
     """

@@ -107,7 +107,8 @@ class Mapper:
             self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), fused=True)
         except (RuntimeError, TypeError):  # torch builds without a fused kernel for this device
             self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
-        self.keyframes = KeyframeBuffer(cfg.keyframes, self.device, cfg.render.min_depth_m, cfg.render.max_depth_m)
+        self.keyframes = KeyframeBuffer(cfg.keyframes, self.device, cfg.render.min_depth_m, cfg.render.max_depth_m,
+                                        edge_jump_m=cfg.train.edge_jump_m)
         self.coverage = Coverage(voxel_m=cfg.occupancy.resolution_m)
         self._lo: np.ndarray | None = None  # (3,) AABB of observed points (no margin)
         self._hi: np.ndarray | None = None
@@ -247,9 +248,12 @@ class Mapper:
             pts.requires_grad_(True)
         out = self.field(pts)
         sdf = out.value[: R * S].view(R, S)
-        back = tr * c.train.truncation_back
+        back_cfg = tr * c.train.truncation_back
+        # behind the surface, the band of a ray near a silhouette is no deeper than its lateral distance
+        # to the silhouette: past an object's outline lies what other views see as free space
+        back = back_cfg if b.edge_m is None else torch.clamp(b.edge_m, max=back_cfg)[:, None]  # float or (R, 1)
         l_sdf = sdf_band_loss(sdf, t, b.depth, tr, back)
-        l_free = free_space_loss(sdf, t, b.depth, tr, dn, back if c.train.behind_prior else None)
+        l_free = free_space_loss(sdf, t, b.depth, tr, dn, back_cfg if c.train.behind_prior else None)
         l_eik = l_depth = l_col = None
         if eik:
             g = torch.autograd.grad(out.value[: R * S].sum(), pts, create_graph=True)[0][: R * S]

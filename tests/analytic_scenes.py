@@ -80,3 +80,26 @@ def plane_frames(n=16, H=48, W=64, z_plane=0.0, height=1.0):
         dep = plane_depth(K, T, H, W, z_plane)
         frames.append(Frame(checker_rgb(K, T, H, W, dep), dep, K, T, stamp_ns=i * 33_000_000))
     return frames, K
+
+
+def plate_depth(K, T_WC, H, W, half=0.3, top=0.5) -> np.ndarray:
+    """z-depth (H, W) of a thin square plate (|x|, |y| <= half at z = top) above the floor z = 0."""
+    o, d = _pixel_rays(K, T_WC, H, W)
+    dz = np.where(np.abs(d[..., 2]) < 1e-9, 1e-9, d[..., 2])
+    t_top = (top - o[2]) / dz
+    p = o + d * t_top[..., None]
+    on = (np.abs(p[..., 0]) <= half) & (np.abs(p[..., 1]) <= half) & (t_top > 0)
+    t_floor = (0.0 - o[2]) / dz
+    return np.where(on, t_top, np.where(t_floor > 0, t_floor, 0.0)).astype(np.float32)
+
+
+def plate_frames(n=12, H=48, W=64, half=0.3, top=0.5):
+    """Cameras on a ring above a plate on the floor (see plate_depth), looking down at it."""
+    K = intrinsics(50.0, 50.0, (W - 1) / 2, (H - 1) / 2)
+    frames = []
+    for i in range(n):
+        a = 2 * np.pi * i / n
+        T = look_at([0.9 * np.cos(a), 0.9 * np.sin(a), 1.6], [0.0, 0.0, 0.25])
+        dep = plate_depth(K, T, H, W, half, top)
+        frames.append(Frame(checker_rgb(K, T, H, W, dep), dep, K, T, stamp_ns=i * 33_000_000))
+    return frames, K

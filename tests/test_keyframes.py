@@ -5,7 +5,7 @@ import torch
 from neural_mapping.camera import intrinsics, make_T
 from neural_mapping.config import KeyframeConfig
 from neural_mapping.frame import Frame
-from neural_mapping.keyframes import KeyframeBuffer, pose_distance, store_frame
+from neural_mapping.keyframes import KeyframeBuffer, pose_distance, silhouette_distance_m, store_frame
 
 
 def _frame(x=0.0, yaw_deg=0.0, H=8, W=10, depth=2.0, holes=0):
@@ -51,8 +51,8 @@ def test_buffer_bounded_by_count_and_memory():
     assert len(b) == 4 and b.dropped == 6
     assert b.keyframes[-1].T_WC_np[0, 3] == 9.0  # the newest is always kept
     big = [_frame(i * 1.0, H=240, W=320) for i in range(6)]
-    one = store_frame(big[0], 1, 0.1, 6.0, "cpu").nbytes  # 76800 px * (12 + 4 + 3) bytes + pose
-    assert one == 76800 * 19 + 64
+    one = store_frame(big[0], 1, 0.1, 6.0, "cpu").nbytes  # 76800 px * (12 + 4 + 3 + 2) bytes + pose
+    assert one == 76800 * 21 + 64
     m = _buf(min_translation_m=0.0, max_keyframes=100, max_mb=2.5 * one / 1e6)
     for f in big:
         m.add(f)
@@ -107,4 +107,43 @@ def test_state_dict_round_trip():
     c = _buf()
     c.load_state_dict(b.state_dict())
     assert len(c) == 2 and torch.equal(c.keyframes[1].dirs_C, b.keyframes[1].dirs_C)
-    assert torch.equal(c.latest.depth, b.latest.depth)
+    assert torch.equal(c.latest.depth, b.latest.depth) and torch.equal(c.latest.edge_m, b.latest.edge_m)
+    old = b.state_dict()  # a buffer saved before silhouette distances existed: none known
+    for k in old["keyframes"] + [old["latest"]]:
+        del k["edge_m"]
+    c.load_state_dict(old)
+    assert torch.isinf(c.keyframes[0].edge_m).all() and c.sample(8, 0.5).edge_m.shape == (8,)
+
+
+def test_silhouette_distance_by_hand():
+    # a 3x3 box at 1 m in front of a wall at 3 m, one pixel without depth at the top-left corner
+    d = np.full((7, 8), 3.0, np.float32)
+    d[2:5, 2:5] = 1.0
+    d[0, 0] = 0.0
+    valid = d > 0
+    e = silhouette_distance_m(d, valid, f_px=100.0, jump_m=0.1)
+    # the box's outer ring is silhouette (0.5 px at 1 m), its centre 1 px further in
+    assert e[2, 2] == pytest.approx(0.005) and e[2, 3] == pytest.approx(0.005)
+    assert e[3, 3] == pytest.approx(0.015)
+    # wall pixels: not silhouettes themselves (the box is nearer), except the neighbours of the hole
+    assert e[0, 1] == pytest.approx(0.5 * 3 / 100) and e[1, 0] == pytest.approx(0.5 * 3 / 100)
+    assert e[6, 7] == pytest.approx((3 + 0.5) * 3 / 100)  # 3 px (chessboard) from the box corner (4, 4)
+    assert e[6, 0] > e[5, 1] > 0  # the image border is no silhouette
+    assert np.isinf(silhouette_distance_m(d, valid, 100.0, jump_m=0.0)).all()  # off
+    flat = np.full((5, 5), 2.0, np.float32)
+    assert np.isinf(silhouette_distance_m(flat, flat > 0, 100.0, 0.1)).all()  # no silhouette anywhere
+
+
+def test_sampled_rays_carry_their_silhouette_distance():
+    d = np.full((8, 10), 3.0, np.float32)
+    d[:, :5] = 1.0  # left half near, right half far: column 4 is the silhouette
+    f = Frame(np.full((8, 10, 3), 200, np.uint8), d, intrinsics(10, 10, 4.5, 3.5), make_T(np.eye(3), [0, 0, 0]))
+    b = KeyframeBuffer(KeyframeConfig(), "cpu", min_depth=0.1, max_depth=6.0, edge_jump_m=0.1)
+    b.add(f)
+    r = b.sample(500, latest_fraction=0.5)
+    u = torch.round(r.dirs_W[:, 0] * 10 + 4.5).long()  # pixel column from the z-scaled direction
+    want = torch.where(u <= 4, (4 - u + 0.5) * 1.0 / 10, (u - 4 + 0.5) * 3.0 / 10)
+    assert torch.allclose(r.edge_m, want, atol=1e-3)
+    plain = KeyframeBuffer(KeyframeConfig(), "cpu", min_depth=0.1, max_depth=6.0)  # default: no silhouettes
+    plain.add(f)
+    assert torch.isinf(plain.sample(10, 0.5).edge_m).all()

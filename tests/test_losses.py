@@ -64,3 +64,12 @@ def test_free_space_loss_behind_prior():
     inside = free_space_loss(torch.tensor([[1.0, 0.5, -0.03, 0.5]]), t, torch.tensor([2.0]), 0.1, torch.tensor([1.0]),
                              back=0.02)
     assert float(inside) == 0.0
+
+
+def test_sdf_band_loss_back_band_per_ray():
+    # two rays at depth 2.0, truncation 0.1; ray 0 keeps the full band behind the surface, ray 1 (near
+    # a silhouette) only 1 cm: its sample 5 cm behind the surface drops out of the mean
+    t = torch.tensor([[1.95, 2.05], [1.95, 2.05]])
+    sdf = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
+    got = sdf_band_loss(sdf, t, torch.tensor([2.0, 2.0]), 0.1, back=torch.tensor([[0.1], [0.01]]))
+    assert float(got) == pytest.approx(3 * 0.05**2 / 3, rel=1e-4)
