@@ -261,6 +261,7 @@ def test_query_field_matches_the_true_distance(live, scene):
     pts, gt = _near_surface_points(scene)
     r = _query(c, pts, want_gradient=True)
     assert r.success, r.message
+    assert "taken as arrays" in r.message  # the node read the points without a Point object each (fast_srv)
     sdf = np.array(r.sdf)
     occ = np.array(r.occupancy)
     assert sdf.shape == (len(pts),) and occ.shape == (len(pts),) and len(r.gradients) == len(pts)

@@ -193,7 +193,10 @@ def _make_node_class():
                                        (SaveMap, "save_map", self._srv_save), (LoadMap, "load_map", self._srv_load),
                                        (Trigger, "reset", self._srv_reset), (SetBool, "pause", self._srv_pause),
                                        (GetMap, "get_map", self._srv_get_map)]:
-                self.create_service(srv_type, f"~/{name}", self._service(name, fn), callback_group=self.cb_services)
+                srv = self.create_service(srv_type, f"~/{name}", self._service(name, fn),
+                                          callback_group=self.cb_services)
+                if srv_type is QueryField:
+                    self._take_queries_as_arrays(srv)
 
             # --- timers, one per product at its own rate
             # timers schedule computation, so they run on the steady clock: with use_sim_time they keep
@@ -608,8 +611,26 @@ def _make_node_class():
                     return resp
             return run
 
+        def _take_queries_as_arrays(self, srv) -> None:
+            """Take query_field requests as numpy arrays (see ros/fast_srv.py); the wire type is unchanged."""
+            from types import SimpleNamespace
+
+            from neural_mapping.ros.fast_srv import array_request_type
+
+            fast = array_request_type(srv.srv_type.Request)
+            if fast is None:
+                self.get_logger().warning("query_field: the array conversion of requests failed its check; "
+                                          "taking requests as Point messages (slower for large requests)")
+                return
+            srv.srv_type = SimpleNamespace(Request=fast, Response=srv.srv_type.Response)  # what the executor uses
+
         def _srv_query(self, req, resp):
-            n = len(req.points)
+            arrays = getattr(req, "points_xyz", False) is not False  # taken by ros/fast_srv.py
+            if arrays and req.error is not None:
+                resp.success = False
+                resp.message = f"the request could not be read: {req.error}"
+                return resp
+            n = len(req.points_xyz) if arrays else len(req.points)
             resp.success = False
             if n > self.ncfg.max_query_points:
                 resp.message = f"{n} points is more than max_query_points ({self.ncfg.max_query_points})"
@@ -618,7 +639,7 @@ def _make_node_class():
                 resp.message = "the map is empty: no frames have been integrated yet"
                 return resp
             t0 = time.perf_counter()
-            pts = _points_array(req.points)
+            pts = req.points_xyz if arrays else _points_array(req.points)
             if not np.all(np.isfinite(pts)):
                 resp.message = "points contain NaN or inf"
                 return resp
@@ -630,7 +651,7 @@ def _make_node_class():
             if req.want_gradient and q.gradient is not None:
                 resp.gradients = co.vectors_msgs(q.gradient)
             resp.success = True
-            resp.message = (f"{n} points: convert {1e3 * (t1 - t0):.0f} ms, query (incl. waiting for the running "
+            resp.message = (f"{n} points{' (taken as arrays)' if arrays else ''}: convert {1e3 * (t1 - t0):.0f} ms, query (incl. waiting for the running "
                             f"training step) {1e3 * (t2 - t1):.0f} ms, pack {1e3 * (time.perf_counter() - t2):.0f} ms")
             return resp
 

@@ -1,0 +1,54 @@
+"""The array form of query_field requests (neural_mapping/ros/fast_srv.py) against rclpy's own conversion."""
+
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("neural_mapping_interfaces")
+
+from geometry_msgs.msg import Point  # noqa: E402
+from neural_mapping_interfaces.srv import QueryField  # noqa: E402
+from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+
+from neural_mapping.ros.fast_srv import QueryRequestArrays, array_request_type  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fast():
+    t = array_request_type(QueryField.Request)
+    assert t is not None, "the array conversion failed its own check"
+    return t
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 1000])
+def test_same_points_as_the_generated_conversion(fast, n):
+    pts = np.random.default_rng(n).uniform(-50, 50, (n, 3))
+    if n >= 2:
+        pts[1] = [np.nan, np.inf, -0.0]  # values pass through as they are; the node refuses them
+    wire = serialize_message(QueryField.Request(points=[Point(x=x, y=y, z=z) for x, y, z in pts.tolist()],
+                                                want_gradient=bool(n % 2)))
+    got = deserialize_message(wire, fast)
+    ref = deserialize_message(wire, QueryField.Request)
+    assert isinstance(got, QueryRequestArrays) and got.error is None
+    want = np.array([[p.x, p.y, p.z] for p in ref.points], np.float64).reshape(-1, 3)
+    assert got.points_xyz.shape == (n, 3) and got.points_xyz.dtype == np.float64
+    np.testing.assert_array_equal(got.points_xyz, want)
+    assert got.want_gradient is ref.want_gradient and len(got) == n
+
+
+def test_arrays_are_owned_and_not_leaked(fast):
+    wire = serialize_message(QueryField.Request(points=[Point(x=1.0, y=2.0, z=3.0)] * 10))
+    got = deserialize_message(wire, fast)
+    assert got.points_xyz.flags.owndata  # a copy: the C message is freed once the conversion returns
+    assert sys.getrefcount(got) == 2  # this name and getrefcount's argument: the converter returned one reference
+    again = deserialize_message(wire, fast)  # the C message was freed; the first copy is intact
+    np.testing.assert_array_equal(got.points_xyz, again.points_xyz)
+
+
+def test_the_wire_type_is_unchanged(fast):
+    meta, gen = type(fast), type(QueryField.Request)
+    for name in ("_TYPE_SUPPORT", "_CREATE_ROS_MESSAGE", "_DESTROY_ROS_MESSAGE"):
+        assert getattr(meta, name) is getattr(gen, name)
+    assert meta._CONVERT_TO_PY is not gen._CONVERT_TO_PY
