@@ -12,7 +12,8 @@ from geometry_msgs.msg import Point  # noqa: E402
 from neural_mapping_interfaces.srv import QueryField  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
-from neural_mapping.ros.fast_srv import QueryRequestArrays, array_request_type  # noqa: E402
+from neural_mapping.ros import convert_out as co  # noqa: E402
+from neural_mapping.ros.fast_srv import QueryRequestArrays, array_request_type, array_response_type  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +53,43 @@ def test_the_wire_type_is_unchanged(fast):
     for name in ("_TYPE_SUPPORT", "_CREATE_ROS_MESSAGE", "_DESTROY_ROS_MESSAGE"):
         assert getattr(meta, name) is getattr(gen, name)
     assert meta._CONVERT_TO_PY is not gen._CONVERT_TO_PY
+
+
+@pytest.fixture(scope="module")
+def fast_response():
+    t = array_response_type(QueryField.Response)
+    assert t is not None, "the array conversion of responses failed its own check"
+    return t
+
+
+def _vectors(msg) -> np.ndarray:
+    return np.array([[v.x, v.y, v.z] for v in msg.gradients], np.float64).reshape(-1, 3)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_response_gradients_as_sent_by_the_generated_conversion(fast_response, n):
+    rng = np.random.default_rng(n)
+    g = rng.normal(size=(n, 3)).astype(np.float32)
+    if n:
+        g[0] = [np.nan, np.inf, -1.0]
+    sdf = rng.normal(size=n).astype(np.float32)
+    ref = QueryField.Response(success=True, message="ok \u00e9")  # the node's old path: one Vector3 per point
+    ref.sdf, ref.occupancy, ref.gradients = co.float32_array(sdf), co.float32_array(sdf / 2), co.vectors_msgs(g)
+    r = fast_response()
+    assert isinstance(r, QueryField.Response) and r.gradients_xyz is None
+    r.success, r.message, r.sdf, r.occupancy = True, "ok \u00e9", co.float32_array(sdf), co.float32_array(sdf / 2)
+    r.gradients_xyz = g
+    got, want = (deserialize_message(serialize_message(m), QueryField.Response) for m in (r, ref))
+    np.testing.assert_array_equal(_vectors(got), _vectors(want))
+    np.testing.assert_array_equal(np.array(got.sdf), np.array(want.sdf))
+    np.testing.assert_array_equal(np.array(got.occupancy), np.array(want.occupancy))
+    assert got.success and got.message == want.message and len(got.gradients) == n
+
+
+def test_response_without_array_keeps_the_generated_behaviour(fast_response):
+    r = fast_response()
+    r.message = "no gradients"
+    assert len(deserialize_message(serialize_message(r), QueryField.Response).gradients) == 0
+    r.gradients = co.vectors_msgs(np.ones((3, 3), np.float32))  # set as messages: sent as they are
+    np.testing.assert_array_equal(_vectors(deserialize_message(serialize_message(r), QueryField.Response)),
+                                  np.ones((3, 3)))

@@ -57,3 +57,22 @@ def test_bounded_under_concurrent_producers():
 def test_size_must_be_positive():
     with pytest.raises(ValueError):
         DropOldestQueue(0)
+
+
+def test_interrupt_wakes_a_waiting_get_once():
+    q = DropOldestQueue(2)
+    out = []
+    t = threading.Thread(target=lambda: out.append((q.get(timeout=10.0), time.monotonic())))
+    t0 = time.monotonic()
+    t.start()
+    time.sleep(0.05)
+    q.interrupt()
+    t.join(timeout=5.0)
+    assert out and out[0][0] is None and out[0][1] - t0 < 2.0  # woke without an item, long before its timeout
+    q.interrupt()  # an interrupt with nobody waiting makes the next get return at once, then it is spent
+    assert q.get(timeout=5.0) is None
+    t1 = time.monotonic()
+    assert q.get(timeout=0.2) is None and time.monotonic() - t1 >= 0.15
+    q.put(7)
+    q.interrupt()
+    assert q.get(timeout=1.0) == 7  # items still come first

@@ -1,4 +1,4 @@
-"""Array form of the ``~/query_field`` request: 100 k points without 100 k Python objects.
+"""Array forms of the ``~/query_field`` request and response: 100 k points without 100 k Python objects.
 
 rclpy turns a taken request into Python with the C function its type's metaclass names
 (``_CONVERT_TO_PY``); for ``geometry_msgs/Point[] points`` that function builds one ``Point``
@@ -10,10 +10,17 @@ message straight into a numpy array (one copy of the C sequence of ``{double x, 
 ~1 ms for 100 k points. The wire type, its hash and every client stay unchanged; only what the
 node's callback receives differs (a :class:`QueryRequestArrays`).
 
+The response goes the other way: :func:`array_response_type` derives the generated response
+class (same name and module) with a ``gradients_xyz`` slot; its metaclass's ``_CONVERT_FROM_PY``
+runs the generated conversion (sdf, occupancy, success, message; ``gradients`` left empty) and
+then fills the C ``Vector3`` sequence from the array with rosidl's own ``__Sequence__init``
+(so rosidl's ``fini`` frees it) and one copy: 100 k gradients ~0.16 s -> ~1 ms.
+
 The C layout read here is rosidl's: a sequence is ``{T *data; size_t size; size_t capacity}``,
 ``geometry_msgs/Point`` is three doubles, and the request struct holds ``points`` then
-``want_gradient`` in IDL order. :func:`array_request_type` checks the conversion on a
-serialised request before it is used and returns None (the node then keeps the generated
+``want_gradient`` in IDL order, the response ``sdf``, ``occupancy``, ``gradients``, ``success``,
+``message``. :func:`array_request_type` and :func:`array_response_type` check the conversion on a
+serialised message before it is used and return None (the node then keeps the generated
 type) when anything differs.
 """
 
@@ -30,6 +37,11 @@ class _Sequence(ctypes.Structure):
 
 class _QueryFieldRequestC(ctypes.Structure):  # neural_mapping_interfaces__srv__QueryField_Request
     _fields_ = [("points", _Sequence), ("want_gradient", ctypes.c_bool)]
+
+
+class _QueryFieldResponseC(ctypes.Structure):  # neural_mapping_interfaces__srv__QueryField_Response
+    _fields_ = [("sdf", _Sequence), ("occupancy", _Sequence), ("gradients", _Sequence), ("success", ctypes.c_bool),
+                ("message", _Sequence)]  # rosidl_runtime_c__String has the layout of a sequence
 
 
 class QueryRequestArrays:
@@ -94,3 +106,79 @@ def array_request_type(request_type):
           and np.array_equal(got.points_xyz, np.array(probe)) and isinstance(empty, QueryRequestArrays)
           and empty.points_xyz.shape == (0, 3) and empty.want_gradient is False)
     return fast if ok else None
+
+
+_FROM_PY = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.py_object, ctypes.c_void_p)
+_response_state: dict = {}  # generated converter and Vector3 sequence init, set by array_response_type
+
+
+def _response_from_py(msg, address: int) -> bool:
+    """Fill the C response at ``address`` from ``msg`` (an array response); False on failure."""
+    try:
+        g = msg.gradients_xyz
+        if g is None or len(msg.gradients):  # no array, or gradients set as messages: the generated path
+            return bool(_response_state["generated"](msg, address))
+        g = np.ascontiguousarray(g, dtype=np.float64).reshape(-1, 3)
+        if not _response_state["generated"](msg, address):
+            return False
+        c = _QueryFieldResponseC.from_address(address)
+        if not _response_state["vector3_init"](ctypes.addressof(c) + _QueryFieldResponseC.gradients.offset, len(g)):
+            return False
+        if len(g):
+            ctypes.memmove(c.gradients.data, g.ctypes.data, g.nbytes)
+        return True
+    except BaseException:  # noqa: BLE001 - an exception must not cross into rclpy's C++
+        return False
+
+
+_from_py_fn = _FROM_PY(_response_from_py)
+
+
+def array_response_type(response_type):
+    """A subclass of the generated ``QueryField`` response with ``gradients_xyz`` ((N, 3) array,
+    sent as ``gradients``; see the module doc), or None when its check fails."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    meta = type(response_type)
+    if meta._TYPE_SUPPORT is None:
+        meta.__import_type_support__()
+    try:
+        from geometry_msgs.msg import Vector3
+
+        if type(Vector3)._TYPE_SUPPORT is None:
+            type(Vector3).__import_type_support__()
+        lib = ctypes.CDLL("libgeometry_msgs__rosidl_generator_c.so")  # loaded already by the type support
+        init = lib.geometry_msgs__msg__Vector3__Sequence__init
+        init.restype, init.argtypes = ctypes.c_bool, [ctypes.c_void_p, ctypes.c_size_t]
+        get = ctypes.pythonapi.PyCapsule_GetPointer
+        get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        # PYFUNCTYPE: the generated conversion reads Python objects, so the GIL stays held
+        generated = ctypes.PYFUNCTYPE(ctypes.c_bool, ctypes.py_object, ctypes.c_void_p)(
+            get(meta._CONVERT_FROM_PY, None))
+    except (OSError, AttributeError, ValueError):
+        return None
+    _response_state.update(generated=generated, vector3_init=init)
+    fast_meta = type(meta.__name__ + "Arrays", (meta,), {"_CONVERT_FROM_PY": _capsule(_from_py_fn)})
+
+    def __init__(self, **kwargs):
+        self.gradients_xyz = None
+        response_type.__init__(self, **kwargs)
+
+    # the same name and module as the generated class: its conversion checks them (in debug builds)
+    fast = fast_meta(response_type.__name__, (response_type,),
+                     {"__slots__": ("gradients_xyz",), "__module__": response_type.__module__, "__init__": __init__})
+    try:
+        probe = np.array([[0.5, -1.0, 2.0], [3.0, 4.0, -5.25]])
+        r = fast()
+        r.success, r.message, r.sdf, r.gradients_xyz = True, "probe", [1.0, 2.0], probe
+        got = deserialize_message(serialize_message(r), response_type)
+        plain = fast()
+        plain.success = True
+        plain = deserialize_message(serialize_message(plain), response_type)
+    except Exception:  # noqa: BLE001
+        return None
+    ok = (got.success and got.message == "probe" and list(got.sdf) == [1.0, 2.0]
+          and np.array_equal([[v.x, v.y, v.z] for v in got.gradients], probe)
+          and plain.success and len(plain.gradients) == 0)
+    return fast if ok else None
+

@@ -12,8 +12,10 @@ node keeps mapping. All parameters come from ros/params.py (NodeConfig + MapperC
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
+import queue as queue_mod
 import re
 import sys
 import threading
@@ -124,8 +126,8 @@ def _make_node_class():
             from neural_mapping.ros.sync import ApproxSync
 
             self._Mapper = Mapper
-            self.mapper = Mapper(self.mcfg)
-            _load_kernels(self.mcfg, self.mapper.device)
+            self.mapper = _in_exiting_thread(lambda: Mapper(self.mcfg))
+            _in_exiting_thread(lambda: _load_kernels(self.mcfg, self.mapper.device))
             self.get_logger().info(
                 f"resolved config: preset={n.preset} device={self.mapper.device} "
                 f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
@@ -227,6 +229,8 @@ def _make_node_class():
             self._users = 0  # products/services waiting for or using the mapper
             self._users_lock = threading.Lock()
             self._idle = threading.Event()  # set by the trainer while paused and not stepping
+            self._jobs: queue_mod.SimpleQueue = queue_mod.SimpleQueue()  # (fn, Future) run by the trainer
+            self._job_ready = threading.Event()
             self._trainer = threading.Thread(target=self._train_loop, name="neural_mapper_train", daemon=True)
             self._trainer.start()
 
@@ -303,6 +307,45 @@ def _make_node_class():
             finally:
                 with self._users_lock:
                     self._users -= 1
+
+        def _on_trainer(self, fn):
+            """fn() run on the training thread; returns its result or raises what it raised.
+
+            Torch's OpenMP worker threads belong to the thread that starts a parallel region, and
+            with ``OMP_WAIT_POLICY=ACTIVE`` (set above) the trainer's workers keep spinning between
+            steps; a query computed in an executor thread competed with them for the cores (100 k
+            points with gradients took 150-190 ms in the node, 74 ms alone). The trainer runs it
+            between two steps instead, with its warm workers. Runs inline when called from the
+            trainer or once the trainer has stopped.
+            """
+            if threading.current_thread() is self._trainer or not self._trainer.is_alive():
+                return fn()
+            fut: concurrent.futures.Future = concurrent.futures.Future()
+            self._jobs.put((fn, fut))
+            self._job_ready.set()
+            self.queue.interrupt()  # the trainer may be waiting for a frame
+            while True:
+                try:
+                    return fut.result(timeout=0.5)
+                except concurrent.futures.TimeoutError:
+                    if not self._trainer.is_alive() and fut.cancel():  # stopped before taking it
+                        return fn()
+
+        def _run_jobs(self) -> bool:
+            """Run the jobs other threads handed to the trainer (see _on_trainer); True if any ran."""
+            self._job_ready.clear()
+            ran = False
+            while True:
+                try:
+                    fn, fut = self._jobs.get_nowait()
+                except queue_mod.Empty:
+                    return ran
+                ran = True
+                if fut.set_running_or_notify_cancel():
+                    try:
+                        fut.set_result(fn())
+                    except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
+                        fut.set_exception(e)
 
         def _has_map(self) -> bool:
             m = self.mapper
@@ -397,6 +440,7 @@ def _make_node_class():
         def _train_loop(self) -> None:
             while not self._stop.is_set():
                 try:
+                    self._run_jobs()
                     self._train_once()
                 except Exception as e:  # noqa: BLE001 - report, keep the node alive
                     self.last_error = f"training: {type(e).__name__}: {e}"
@@ -408,7 +452,8 @@ def _make_node_class():
 
             t_end = time.monotonic() + 2.0
             while self._users > 0 and time.monotonic() < t_end:  # let services/products take the mapper lock
-                time.sleep(0.002)
+                if not self._run_jobs():
+                    self._job_ready.wait(0.002)
 
             frame = self.queue.get(timeout=0.0 if self._can_step() else 0.1)
             n_added = 0
@@ -430,7 +475,7 @@ def _make_node_class():
             if self.paused or not self._can_step():
                 if self.paused:
                     self._idle.set()
-                    time.sleep(0.02)
+                    self._job_ready.wait(0.02)
                 return
             self._idle.clear()
             with self._mapper_swap:
@@ -612,17 +657,19 @@ def _make_node_class():
             return run
 
         def _take_queries_as_arrays(self, srv) -> None:
-            """Take query_field requests as numpy arrays (see ros/fast_srv.py); the wire type is unchanged."""
+            """Take query_field requests and send its gradients as numpy arrays (see ros/fast_srv.py);
+            the wire type is unchanged."""
             from types import SimpleNamespace
 
-            from neural_mapping.ros.fast_srv import array_request_type
+            from neural_mapping.ros.fast_srv import array_request_type, array_response_type
 
-            fast = array_request_type(srv.srv_type.Request)
-            if fast is None:
-                self.get_logger().warning("query_field: the array conversion of requests failed its check; "
-                                          "taking requests as Point messages (slower for large requests)")
-                return
-            srv.srv_type = SimpleNamespace(Request=fast, Response=srv.srv_type.Response)  # what the executor uses
+            req, resp = array_request_type(srv.srv_type.Request), array_response_type(srv.srv_type.Response)
+            for fast, what in ((req, "requests (points)"), (resp, "responses (gradients)")):
+                if fast is None:
+                    self.get_logger().warning(f"query_field: the array conversion of {what} failed its check; "
+                                              "converting one message per point (slower for large queries)")
+            # what the executor takes requests with and makes responses of
+            srv.srv_type = SimpleNamespace(Request=req or srv.srv_type.Request, Response=resp or srv.srv_type.Response)
 
         def _srv_query(self, req, resp):
             arrays = getattr(req, "points_xyz", False) is not False  # taken by ros/fast_srv.py
@@ -644,12 +691,15 @@ def _make_node_class():
                 resp.message = "points contain NaN or inf"
                 return resp
             t1 = time.perf_counter()
-            q = self.mapper.query(pts, want_gradient=bool(req.want_gradient))
+            q = self._on_trainer(lambda: self.mapper.query(pts, want_gradient=bool(req.want_gradient)))
             t2 = time.perf_counter()
             resp.sdf = co.float32_array(q.sdf)
             resp.occupancy = co.float32_array(q.occupancy)
             if req.want_gradient and q.gradient is not None:
-                resp.gradients = co.vectors_msgs(q.gradient)
+                if hasattr(resp, "gradients_xyz"):  # sent without a Vector3 object each (ros/fast_srv.py)
+                    resp.gradients_xyz = q.gradient
+                else:
+                    resp.gradients = co.vectors_msgs(q.gradient)
             resp.success = True
             resp.message = (f"{n} points{' (taken as arrays)' if arrays else ''}: convert {1e3 * (t1 - t0):.0f} ms, query (incl. waiting for the running "
                             f"training step) {1e3 * (t2 - t1):.0f} ms, pack {1e3 * (time.perf_counter() - t2):.0f} ms")
@@ -674,7 +724,7 @@ def _make_node_class():
             if not self._has_map():
                 resp.message = "the map is empty: no frames have been integrated yet"
                 return resp
-            r = self.mapper.render(T, K, H, W)
+            r = self._on_trainer(lambda: self.mapper.render(T, K, H, W))
             stamp = self._now_ns()
             frame_id = ci.header.frame_id or "neural_mapper_render"
             resp.color = co.rgb_to_image(r.color, frame_id, stamp)
@@ -837,6 +887,30 @@ def refresh_snapshot(snap, sd: dict, coverage=None) -> bool:
         return True
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError):
         return False
+
+
+def _in_exiting_thread(fn):
+    """fn() computed in a new thread that then exits; returns its result or raises what it raised.
+
+    OpenMP worker threads belong to the thread that started a parallel region, and with
+    ``OMP_WAIT_POLICY=ACTIVE`` (set above) they spin until that thread starts its next region or
+    exits. Torch work done once in the main thread (which then only waits in the executor) left
+    one core spinning for the node's whole life. Workers of an exited thread are released.
+    """
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, name="neural_mapper_init")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def _load_kernels(mcfg, device) -> None:

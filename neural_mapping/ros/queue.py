@@ -33,6 +33,7 @@ class DropOldestQueue(Generic[T]):
         self.put_count = 0
         self.high_water = 0
         self._closed = False
+        self._interrupted = False
 
     def put(self, item: T) -> T | None:
         """Append ``item``; returns the evicted oldest item when the queue was full, else None."""
@@ -50,11 +51,18 @@ class DropOldestQueue(Generic[T]):
     def get(self, timeout: float | None = None) -> T | None:
         """Pop the oldest item; wait up to ``timeout`` s (None: forever); None if none came or closed."""
         with self._cv:
-            if not self._items and not self._closed:
-                self._cv.wait_for(lambda: bool(self._items) or self._closed, timeout=timeout)
+            if not self._items and not self._closed and not self._interrupted:
+                self._cv.wait_for(lambda: bool(self._items) or self._closed or self._interrupted, timeout=timeout)
+            self._interrupted = False
             if self._items:
                 return self._items.popleft()
             return None
+
+    def interrupt(self) -> None:
+        """Make the current (or next) waiting ``get`` return now (None when the queue is empty)."""
+        with self._cv:
+            self._interrupted = True
+            self._cv.notify_all()
 
     def get_nowait(self) -> T | None:
         with self._cv:
