@@ -5,8 +5,9 @@
      bare subscriber (the DDS/publisher ceiling), received / dropped (why) / queued / added and training
      steps of the node at 320x240, 640x480 full resolution and 640x480 with the default input_max_width;
      ratios to 320x240. Target: the queue never grows (bounded) and the node receives what is sent
-  3. ~/query_field with 100 k points, end to end over DDS (a Python client), sdf only and with gradients,
-     while training and paused, target <= 0.5 s
+  3. ~/query_field with 100 k points, end to end over DDS from a Python client (with Point messages, and
+     with numpy arrays through ros/fast_srv.use_arrays), sdf only and with gradients, while training and
+     paused, target <= 0.5 s
   4. mesh publish after a change (the node's kept extractor, extract(full=False) + Marker bytes) at the
      cpu preset, target <= 1 s, against a fresh full extraction
 
@@ -365,28 +366,43 @@ def bench_node(seconds: float, full_res: bool = True) -> None:
         rng = np.random.default_rng(0)
         pts = rng.uniform([-2.4, -1.9, 0.1], [2.4, 1.9, 2.5], size=(100_000, 3))
 
-        def query_3x(label, want_gradient=False):
+        from neural_mapping.ros.fast_srv import use_arrays
+
+        array_cli = client.wait_for_service(QueryField, "query_field")
+        ArrayRequest = use_arrays(array_cli)
+
+        def query_3x(label, want_gradient=False, arrays=False):
+            """Median of 3 calls; the client builds Point messages (not counted) or, with ``arrays``,
+            sends and receives numpy arrays (ros/fast_srv.use_arrays; building counted)."""
             times, build = [], []
             for _ in range(3):
                 t0 = time.perf_counter()
-                req = QueryField.Request(points=[Point(x=x, y=y, z=z) for x, y, z in pts.tolist()],
-                                         want_gradient=want_gradient)
-                t1 = time.perf_counter()
-                r = client.call(QueryField, "query_field", req, timeout=120)
+                if arrays:
+                    r = client.call_client(array_cli, ArrayRequest(pts, want_gradient), timeout=120)
+                    t1 = t0
+                else:
+                    req = QueryField.Request(points=[Point(x=x, y=y, z=z) for x, y, z in pts.tolist()],
+                                             want_gradient=want_gradient)
+                    t1 = time.perf_counter()
+                    r = client.call(QueryField, "query_field", req, timeout=120)
                 t2 = time.perf_counter()
                 assert r.success and len(r.sdf) == len(pts), r.message
                 assert len(r.gradients) == (len(pts) if want_gradient else 0)
                 build.append(t1 - t0)
                 times.append(t2 - t1)
                 print(f"  query_field: {r.message}")
-            print(f"  request building in the client {1e3 * statistics.median(build):.0f} ms (not counted)")
-            line(f"query_field 100 k points, call -> response, {label} (median of 3)", statistics.median(times), "s", 0.5)
+            if not arrays:
+                print(f"  request building in the client {1e3 * statistics.median(build):.0f} ms (not counted)")
+            who = "array client" if arrays else "message client"
+            line(f"query_field 100 k, {who}, {label} (median of 3)", statistics.median(times), "s", 0.5)
 
-        query_3x("while training")
-        query_3x("while training, with gradients", want_gradient=True)
-        client.call(SetBool, "pause", SetBool.Request(data=True))
-        query_3x("paused")
-        query_3x("paused, with gradients", want_gradient=True)
+        for label in ("while training", "paused"):
+            if label == "paused":
+                client.call(SetBool, "pause", SetBool.Request(data=True))
+            query_3x(label)
+            query_3x(f"{label}, with gradients", want_gradient=True)
+            if ArrayRequest is not None:
+                query_3x(f"{label}, with gradients", want_gradient=True, arrays=True)
     finally:
         client.close()
         proc.stop()

@@ -162,7 +162,9 @@ class Client:
         return cli
 
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
-        cli = self.wait_for_service(srv_type, name)
+        return self.call_client(self.wait_for_service(srv_type, name), request, timeout, name)
+
+    def call_client(self, cli, request, timeout: float = 30.0, name: str = "the service"):
         fut = cli.call_async(request)
         t_end = time.monotonic() + timeout
         while not fut.done() and time.monotonic() < t_end:

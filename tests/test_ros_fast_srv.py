@@ -13,7 +13,8 @@ from neural_mapping_interfaces.srv import QueryField  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
 
 from neural_mapping.ros import convert_out as co  # noqa: E402
-from neural_mapping.ros.fast_srv import QueryRequestArrays, array_request_type, array_response_type  # noqa: E402
+from neural_mapping.ros.fast_srv import (QueryRequestArrays, QueryResponseArrays, array_client_types,  # noqa: E402
+                                         array_request_type, array_response_type)
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +94,36 @@ def test_response_without_array_keeps_the_generated_behaviour(fast_response):
     r.gradients = co.vectors_msgs(np.ones((3, 3), np.float32))  # set as messages: sent as they are
     np.testing.assert_array_equal(_vectors(deserialize_message(serialize_message(r), QueryField.Response)),
                                   np.ones((3, 3)))
+
+
+@pytest.fixture(scope="module")
+def client_types():
+    t = array_client_types(QueryField)
+    assert t is not None, "the client-side array conversion failed its check"
+    return t
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_client_request_arrays_arrive_as_points(client_types, n):
+    pts = np.random.default_rng(n).uniform(-50, 50, (n, 3))
+    if n:
+        pts[0] = [np.nan, -np.inf, 1e300]
+    Request, _ = client_types
+    got = deserialize_message(serialize_message(Request(pts, bool(n % 2))), QueryField.Request)
+    np.testing.assert_array_equal(np.array([[p.x, p.y, p.z] for p in got.points]).reshape(-1, 3), pts)
+    assert got.want_gradient is bool(n % 2)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000])
+def test_client_response_arrays_match_the_messages(client_types, n):
+    rng = np.random.default_rng(n)
+    g = rng.normal(size=(n, 3)).astype(np.float32)
+    ref = QueryField.Response(success=bool(n % 2), message="x" * n)
+    ref.sdf, ref.occupancy, ref.gradients = co.float32_array(g[:, 0]), co.float32_array(g[:, 1]), co.vectors_msgs(g)
+    _, Response = client_types
+    got = deserialize_message(serialize_message(ref), Response)
+    assert isinstance(got, QueryResponseArrays) and got.success is bool(n % 2) and got.message == "x" * n
+    assert got.sdf.dtype == np.float32 and got.gradients.shape == (n, 3)
+    np.testing.assert_array_equal(got.sdf, g[:, 0])
+    np.testing.assert_array_equal(got.occupancy, g[:, 1])
+    np.testing.assert_array_equal(got.gradients, g.astype(np.float64))

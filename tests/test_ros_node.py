@@ -280,6 +280,29 @@ def test_query_field_matches_the_true_distance(live, scene):
     assert not bad.success and "NaN" in bad.message
 
 
+def test_query_field_from_a_client_using_arrays(live, scene):
+    from neural_mapping.ros.fast_srv import QueryResponseArrays, use_arrays
+    from neural_mapping_interfaces.srv import QueryField
+
+    c = live["client"]
+    pts, gt = _near_surface_points(scene)
+    cli = c.wait_for_service(QueryField, "query_field")
+    Request = use_arrays(cli)
+    assert Request is not None, "the client-side array conversion failed its check"
+    r = c.call_client(cli, Request(pts, True))
+    assert isinstance(r, QueryResponseArrays) and r.success, r.message
+    assert r.sdf.shape == (len(pts),) and r.occupancy.shape == (len(pts),) and r.gradients.shape == (len(pts), 3)
+    err = np.abs(r.sdf - gt)
+    assert np.median(err) < 0.04 and np.percentile(err, 80) < 0.08, np.percentile(err, [50, 80, 95])
+    plain = _query(c, pts, want_gradient=True)  # the message client, a moment later (training goes on)
+    assert np.median(np.abs(r.sdf - np.array(plain.sdf))) < 0.01
+    g = np.array([[v.x, v.y, v.z] for v in plain.gradients])
+    cos = (r.gradients * g).sum(1) / np.maximum(np.linalg.norm(r.gradients, axis=1) * np.linalg.norm(g, axis=1), 1e-9)
+    assert np.median(cos) > 0.95
+    bad = c.call_client(cli, Request(np.array([[np.nan, 0.0, 0.0]]), False))
+    assert not bad.success and "NaN" in bad.message and bad.gradients.shape == (0, 3)
+
+
 def test_render_view_depth_matches_ground_truth(live, scene):
     from neural_mapping.ros import convert
     from neural_mapping_interfaces.srv import RenderView

@@ -182,3 +182,115 @@ def array_response_type(response_type):
           and plain.success and len(plain.gradients) == 0)
     return fast if ok else None
 
+
+
+# ----------------------------------------------------------------------------- client side
+# A Python planner pays the same per-point conversions on its side: building the request's
+# Point messages and turning the response's Vector3s into objects (~0.13 s per 100 k each).
+# ``use_arrays(client)`` makes an rclpy client of ``QueryField`` send QueryRequestArrays and
+# receive QueryResponseArrays instead (same wire type; C++ clients have arrays natively).
+
+
+class QueryResponseArrays:
+    """A ``QueryField`` response as arrays: ``sdf`` (N,) and ``occupancy`` (N,) float32,
+    ``gradients`` (M, 3) float64 (M = N when asked for, else 0), ``success``, ``message``."""
+
+    __slots__ = ("sdf", "occupancy", "gradients", "success", "message")
+
+    def __init__(self, sdf, occupancy, gradients, success: bool, message: str):
+        self.sdf, self.occupancy, self.gradients = sdf, occupancy, gradients
+        self.success, self.message = success, message
+
+
+def _copy_seq(seq: _Sequence, ctype, width: int, dtype) -> np.ndarray:
+    n = int(seq.size)
+    if n == 0:
+        return np.empty((0, width) if width > 1 else (0,), dtype)
+    shape = (n, width) if width > 1 else (n,)
+    return np.ctypeslib.as_array(ctypes.cast(seq.data, ctypes.POINTER(ctype)), shape=shape).copy()
+
+
+def _response_to_arrays(address: int):
+    try:
+        c = _QueryFieldResponseC.from_address(address)
+        msg = ctypes.string_at(c.message.data, c.message.size).decode("utf-8", "replace") if c.message.size else ""
+        return QueryResponseArrays(_copy_seq(c.sdf, ctypes.c_float, 1, np.float32),
+                                   _copy_seq(c.occupancy, ctypes.c_float, 1, np.float32),
+                                   _copy_seq(c.gradients, ctypes.c_double, 3, np.float64), bool(c.success), msg)
+    except BaseException as e:  # noqa: BLE001 - an exception must not cross into rclpy's C++
+        return QueryResponseArrays(None, None, None, False, f"the response could not be read: {type(e).__name__}: {e}")
+
+
+def _request_from_arrays(msg, address: int) -> bool:
+    try:
+        pts = np.ascontiguousarray(msg.points_xyz, dtype=np.float64).reshape(-1, 3)
+        c = _QueryFieldRequestC.from_address(address)
+        if not _client_state["point_init"](address + _QueryFieldRequestC.points.offset, len(pts)):
+            return False
+        if len(pts):
+            ctypes.memmove(c.points.data, pts.ctypes.data, pts.nbytes)
+        c.want_gradient = bool(msg.want_gradient)
+        return True
+    except BaseException:  # noqa: BLE001
+        return False
+
+
+_to_arrays_fn = _TO_PY(_response_to_arrays)
+_from_arrays_fn = _FROM_PY(_request_from_arrays)
+_client_state: dict = {}
+
+
+def array_client_types(srv_type):
+    """(request class, response class) for a client of ``srv_type`` (QueryField) that sends and
+    receives arrays (see :func:`use_arrays`), or None when their check fails."""
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    req_meta, resp_meta = type(srv_type.Request), type(srv_type.Response)
+    for meta in (req_meta, resp_meta):
+        if meta._TYPE_SUPPORT is None:
+            meta.__import_type_support__()
+    try:
+        from geometry_msgs.msg import Point
+
+        if type(Point)._TYPE_SUPPORT is None:
+            type(Point).__import_type_support__()
+        lib = ctypes.CDLL("libgeometry_msgs__rosidl_generator_c.so")
+        init = lib.geometry_msgs__msg__Point__Sequence__init
+        init.restype, init.argtypes = ctypes.c_bool, [ctypes.c_void_p, ctypes.c_size_t]
+    except (OSError, AttributeError):
+        return None
+    _client_state["point_init"] = init
+    req_cls = type(req_meta.__name__ + "Arrays", (req_meta,), {"_CONVERT_FROM_PY": _capsule(_from_arrays_fn)})(
+        "QueryRequestArraysOut", (QueryRequestArrays,), {"__slots__": ()})
+    resp_cls = type(resp_meta.__name__ + "Arrays", (resp_meta,), {"_CONVERT_TO_PY": _capsule(_to_arrays_fn)})(
+        "QueryResponseArraysIn", (), {})
+    try:
+        probe = np.array([[1.5, -2.25, 3.0], [0.0, 1e-3, -7.5]])
+        sent = deserialize_message(serialize_message(req_cls(probe, True)), srv_type.Request)
+        ref = srv_type.Response(success=True, message="probe \u00e9")
+        ref.sdf, ref.occupancy = [0.5, -1.0], [0.25, 1.0]
+        from geometry_msgs.msg import Vector3
+
+        ref.gradients = [Vector3(x=1.0, y=2.0, z=3.0), Vector3(x=-4.0, y=0.0, z=0.5)]
+        got = deserialize_message(serialize_message(ref), resp_cls)
+    except Exception:  # noqa: BLE001
+        return None
+    ok = (np.array_equal([[p.x, p.y, p.z] for p in sent.points], probe) and sent.want_gradient is True
+          and isinstance(got, QueryResponseArrays) and got.success and got.message == "probe \u00e9"
+          and np.array_equal(got.sdf, [0.5, -1.0]) and np.array_equal(got.occupancy, [0.25, 1.0])
+          and np.array_equal(got.gradients, [[1.0, 2.0, 3.0], [-4.0, 0.0, 0.5]]))
+    return (req_cls, resp_cls) if ok else None
+
+
+def use_arrays(client):
+    """Make an rclpy client of ``QueryField`` send :class:`QueryRequestArrays` (build them with
+    the returned class: ``Request(points_xyz, want_gradient)``) and receive
+    :class:`QueryResponseArrays`; returns that request class, or None (then the client is left
+    as it was, with message types) when the conversion failed its check."""
+    from types import SimpleNamespace
+
+    types = array_client_types(client.srv_type)
+    if types is None:
+        return None
+    client.srv_type = SimpleNamespace(Request=types[0], Response=types[1])
+    return types[0]

@@ -126,8 +126,10 @@ def _make_node_class():
             from neural_mapping.ros.sync import ApproxSync
 
             self._Mapper = Mapper
-            self.mapper = _in_exiting_thread(lambda: Mapper(self.mcfg))
-            _in_exiting_thread(lambda: _load_kernels(self.mcfg, self.mapper.device))
+            # built in this (main) thread on purpose: see RESULTS.md "OpenMP threads of the node" (building it
+            # in a thread that exits freed a core while idle but halved the input the node kept up with)
+            self.mapper = Mapper(self.mcfg)
+            _load_kernels(self.mcfg, self.mapper.device)
             self.get_logger().info(
                 f"resolved config: preset={n.preset} device={self.mapper.device} "
                 f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
@@ -312,10 +314,10 @@ def _make_node_class():
             """fn() run on the training thread; returns its result or raises what it raised.
 
             Torch's OpenMP worker threads belong to the thread that starts a parallel region, and
-            with ``OMP_WAIT_POLICY=ACTIVE`` (set above) the trainer's workers keep spinning between
-            steps; a query computed in an executor thread competed with them for the cores (100 k
-            points with gradients took 150-190 ms in the node, 74 ms alone). The trainer runs it
-            between two steps instead, with its warm workers. Runs inline when called from the
+            with ``OMP_WAIT_POLICY=ACTIVE`` (set above) a thread's workers keep spinning after its
+            last region: measured in one process on 2 cores, a 100 k query with gradients took 112 ms
+            in a second thread against 71 ms in the thread whose team was warm. The trainer runs the
+            job between two steps instead, with its own workers. Runs inline when called from the
             trainer or once the trainer has stopped.
             """
             if threading.current_thread() is self._trainer or not self._trainer.is_alive():
@@ -887,30 +889,6 @@ def refresh_snapshot(snap, sd: dict, coverage=None) -> bool:
         return True
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError):
         return False
-
-
-def _in_exiting_thread(fn):
-    """fn() computed in a new thread that then exits; returns its result or raises what it raised.
-
-    OpenMP worker threads belong to the thread that started a parallel region, and with
-    ``OMP_WAIT_POLICY=ACTIVE`` (set above) they spin until that thread starts its next region or
-    exits. Torch work done once in the main thread (which then only waits in the executor) left
-    one core spinning for the node's whole life. Workers of an exited thread are released.
-    """
-    out: dict = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            out["error"] = e
-
-    t = threading.Thread(target=run, name="neural_mapper_init")
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
 
 
 def _load_kernels(mcfg, device) -> None:
