@@ -79,7 +79,6 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     from neural_mapping.mapper import Mapper
     from neural_mapping.products import MeshExtractor
     from neural_mapping.ros import convert_out as co
-    from neural_mapping.ros.node import refresh_snapshot
     from neural_mapping.ros.params import NodeConfig
 
     seq = synthetic_sequence(n_frames=30, width=320, height=240)
@@ -90,8 +89,7 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     m.step(train_steps)
     print(f"mesh: cpu preset, 24 frames 320x240, {train_steps} steps ({time.perf_counter() - t0:.0f} s); "
           f"a change = 2 more frames + {change_steps} steps")
-    snap = Mapper.from_state_dict(m.state_dict())
-    snap.coverage = copy.deepcopy(m.coverage)
+    snap = Mapper.from_state_dict(m.state_dict(include_coverage=False), coverage=copy.deepcopy(m.coverage))
     voxels = (m.cfg.mesh.voxel_m, 0.05, 0.1)
     budget = NodeConfig().mesh_budget_s or None  # the node's default time budget of a mesh update
     kept = {v: MeshExtractor(snap, voxel_m=v, snapshot=False) for v in voxels}
@@ -103,9 +101,9 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
         m.step(change_steps)
         t0 = time.perf_counter()
         with m.lock:
-            sd, cov = m.state_dict(), copy.deepcopy(m.coverage)
+            sd, cov = m.state_dict(include_coverage=False), copy.deepcopy(m.coverage)
         t1 = time.perf_counter()
-        assert refresh_snapshot(snap, sd, cov)
+        snap.load_state_dict(sd, coverage=cov)  # same config: modules reused
         t_snap = time.perf_counter() - t0
         print(f"  change {k + 1}: {m.stats.steps} steps, {m.stats.frames_added} frames; copy refreshed in "
               f"{1e3 * t_snap:.0f} ms ({1e3 * (t1 - t0):.0f} ms under the lock)")

@@ -425,11 +425,12 @@ class Mapper:
 
     # ------------------------------------------------------------------ persistence
 
-    def state_dict(self, include_keyframes: bool = False) -> dict:
+    def state_dict(self, include_keyframes: bool = False, include_coverage: bool = True) -> dict:
         """Everything needed to restore the map (cfg as dict, weights, coverage, bounds, counters).
 
         ``include_keyframes`` adds the keyframe buffer and the optimiser state, so training
         can resume exactly; without them the map answers queries and renders identically.
+        ``include_coverage=False`` leaves the coverage out (give one to :meth:`load_state_dict`).
         """
         with self.lock:
             d = {
@@ -437,27 +438,48 @@ class Mapper:
                 "kind": self.kind,
                 "cfg": to_dict(self.cfg),
                 "field": {k: v.detach().cpu().clone() for k, v in self.field.state_dict().items()},
-                "coverage": self.coverage.state_dict(),
                 "bounds_lo": None if self._lo is None else self._lo.copy(),
                 "bounds_hi": None if self._hi is None else self._hi.copy(),
                 "stats": dataclasses.asdict(self.stats),
             }
+            if include_coverage:
+                d["coverage"] = self.coverage.state_dict()
             if include_keyframes:
                 d["keyframes"] = self.keyframes.state_dict()
                 d["optimizer"] = self.optimizer.state_dict()
             return d
 
-    def load_state_dict(self, d: dict) -> None:
-        """Restore from :meth:`state_dict` (the config in ``d`` replaces this mapper's)."""
+    def load_state_dict(self, d: dict, coverage: Coverage | None = None) -> None:
+        """Restore from :meth:`state_dict` (the config in ``d`` replaces this mapper's).
+
+        With the config this mapper already has, its modules are kept and the weights copied into
+        them: no re-initialisation (a hash table the weights then overwrite costs ~0.2 s at the
+        cpu preset) and torch's RNG is left alone; the optimiser state is cleared and the keyframes
+        emptied, as a rebuild would, unless ``d`` holds them. Another config rebuilds everything
+        (reseeding torch from it). ``coverage`` (a :class:`Coverage`, e.g. a deep copy that keeps
+        its per-block update stamps) is used instead of ``d``'s.
+        """
         if not isinstance(d, dict) or "field" not in d or "cfg" not in d:
             raise ValueError("not a Mapper state dict (missing 'field' or 'cfg')")
         if d.get("version") != STATE_VERSION:
             raise ValueError(f"Mapper state version {d.get('version')!r} is not supported (expected {STATE_VERSION})")
+        if coverage is None and "coverage" not in d:
+            raise ValueError("the state dict has no coverage and none was given")
         with self.lock:
-            self.cfg = from_dict(d["cfg"])
-            self._build()
-            self.field.load_state_dict({k: v.to(self.device) for k, v in d["field"].items()})
-            self.coverage.load_state_dict(d["coverage"])
+            if d["cfg"] == to_dict(self.cfg):
+                self.optimizer.state.clear()
+                self.keyframes = KeyframeBuffer(self.cfg.keyframes, self.device, self.cfg.render.min_depth_m,
+                                                self.cfg.render.max_depth_m, edge_jump_m=self.cfg.train.edge_jump_m)
+                self.last_terms = LossTerms()
+            else:
+                self.cfg = from_dict(d["cfg"])
+                self._build()
+            self.field.load_state_dict({k: v.to(self.device) for k, v in d["field"].items()})  # copies in place
+            if coverage is not None:
+                self.coverage = coverage
+            else:
+                self.coverage = Coverage(voxel_m=self.cfg.occupancy.resolution_m)
+                self.coverage.load_state_dict(d["coverage"])
             self._lo = None if d["bounds_lo"] is None else np.asarray(d["bounds_lo"], np.float64)
             self._hi = None if d["bounds_hi"] is None else np.asarray(d["bounds_hi"], np.float64)
             st = dict(d.get("stats", {}))
@@ -470,8 +492,9 @@ class Mapper:
             self.stats.keyframes = len(self.keyframes)
 
     @classmethod
-    def from_state_dict(cls, d: dict, device: str | torch.device | None = None) -> "Mapper":
+    def from_state_dict(cls, d: dict, device: str | torch.device | None = None,
+                        coverage: Coverage | None = None) -> "Mapper":
         cfg = from_dict(d["cfg"])
         m = cls(cfg, device=device)
-        m.load_state_dict(d)
+        m.load_state_dict(d, coverage=coverage)
         return m

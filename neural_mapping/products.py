@@ -272,6 +272,7 @@ class MeshExtractor:
         self._pending: set[int] = set()  # keys of tiles left to recompute by a budgeted extraction
         self._last: tuple | None = None  # the last result (verts, faces, colors)
         self._kind: str | None = None
+        self._copy = None  # the map's copy of the last extraction (snapshot=True), reloaded by the next
         self.stats = MeshStats()
 
     # ------------------------------------------------------------------ public
@@ -316,7 +317,7 @@ class MeshExtractor:
                                        triangles=len(self._last[1]))
                 return self._last  # nothing observed since the last extraction: the cached mesh
             if self._can_snapshot():
-                src = _snapshot(m)
+                src = self._copy = _snapshot(m, self._copy)
         guard = contextlib.nullcontext() if src is not None else _lock(m)
         if src is None:
             src = m
@@ -640,17 +641,23 @@ def _mc_mask_offset() -> int:
     return _MC_MASK_OFFSET
 
 
-def _snapshot(m):
-    """A copy of a Mapper through its public state_dict / from_state_dict (caller holds the lock).
+def _snapshot(m, previous=None):
+    """A copy of a Mapper through its public state_dict (caller holds the lock): loaded into
+    ``previous`` (the last copy, same type) when given, whose modules ``load_state_dict`` reuses
+    for an unchanged config, else a new one from ``from_state_dict``.
 
-    Building a Mapper seeds torch's global RNG from its config; the RNG state of the process
-    (and of the map's CUDA device) is restored so a training thread's sampling is unaffected.
+    Building a Mapper (or loading another config) seeds torch's global RNG from its config; the
+    RNG state of the process (and of the map's CUDA device) is restored so a training thread's
+    sampling is unaffected.
     """
     import torch
 
     dev = getattr(m, "device", None)
     cuda = [dev.index or 0] if isinstance(dev, torch.device) and dev.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
+        if previous is not None and type(previous) is type(m) and getattr(previous, "device", None) == dev:
+            previous.load_state_dict(m.state_dict())
+            return previous
         return type(m).from_state_dict(m.state_dict(), device=dev)
 
 

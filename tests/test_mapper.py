@@ -131,6 +131,46 @@ def test_state_dict_round_trip_reproduces_queries_exactly(sphere_mapper):
         Mapper.from_state_dict({**d, "version": 99})
 
 
+def test_load_state_dict_reuses_modules_with_the_same_config():
+    from neural_mapping.config import preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+
+    seq = synthetic_sequence(n_frames=4, width=80, height=60, seed=1)
+    m = Mapper(preset("cpu"))
+    m.add_frame(seq.frames[0])
+    m.step(2)
+    snap = Mapper.from_state_dict(m.state_dict())
+    snap.add_frame(seq.frames[0])
+    snap.step(1)  # optimiser state and keyframes of its own, to be forgotten by the load
+    assert len(snap.keyframes) == 1 and snap.optimizer.state
+    table = snap.field.encoding_parameters()[0]
+    for f in seq.frames[1:]:
+        m.add_frame(f)
+    m.step(2)
+    rng = torch.get_rng_state()
+    snap.load_state_dict(m.state_dict())
+    assert snap.field.encoding_parameters()[0] is table  # copied into the same tensors, not rebuilt
+    assert torch.equal(torch.get_rng_state(), rng)  # and torch's RNG untouched
+    assert len(snap.keyframes) == 0 and not snap.optimizer.state
+    ref = Mapper.from_state_dict(m.state_dict())
+    pts = np.random.default_rng(0).uniform(-2, 2, (500, 3))
+    np.testing.assert_array_equal(snap.query(pts).sdf, ref.query(pts).sdf)
+    for a, b in zip(snap.bounds(), ref.bounds()):
+        np.testing.assert_array_equal(a, b)
+    assert snap.stats == ref.stats and snap.coverage.n_observed == ref.coverage.n_observed
+    # another config rebuilds: the answers are the other map's
+    cfg = preset("cpu")
+    cfg.field.hidden = 32
+    other = Mapper(cfg)
+    other.add_frame(seq.frames[0])
+    other.step(1)
+    snap.load_state_dict(other.state_dict())
+    assert snap.cfg.field.hidden == 32
+    np.testing.assert_array_equal(snap.query(pts).sdf, other.query(pts).sdf)
+    with pytest.raises(ValueError, match="coverage"):
+        snap.load_state_dict(other.state_dict(include_coverage=False))
+
+
 def test_invalid_frames_skipped_and_counted():
     frames, K = sphere_frames(n=3)
     m = Mapper(small_cfg())

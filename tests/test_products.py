@@ -615,3 +615,16 @@ def test_meshing_a_mapper_uses_a_snapshot_and_leaves_the_rng_alone():
     np.testing.assert_array_equal(f1, f2)
     pts = np.random.default_rng(0).uniform(0, 3, size=(100, 3)).astype(np.float32)
     np.testing.assert_array_equal(snap.query(pts).sdf, m.query(pts).sdf)
+    # after more training the extractor reloads its copy (same modules) and meshes the new field
+    copy1 = ex._copy
+    m.step(10)
+    torch.manual_seed(7)
+    expect = torch.rand(3)
+    torch.manual_seed(7)
+    v3, f3, _ = ex.extract_arrays(full=True)
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expect.numpy())
+    assert ex._copy is copy1
+    assert v3.shape != v1.shape or not np.array_equal(v3, v1)  # the field moved: a stale copy would not show it
+    v4, f4, _ = P.MeshExtractor(m, voxel_m=0.1, color=False, snapshot=False, min_component_triangles=0).extract_arrays()
+    np.testing.assert_array_equal(v3, v4)
+    np.testing.assert_array_equal(f3, f4)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neural_mapping.ros.node import (_esdf_points, _occupied_centres, auto_input_max_width, check_map_name, frame_from_synced,
-                                     input_stride, refresh_snapshot, resize_nearest, resolve_in_dir)
+                                     input_stride, resize_nearest, resolve_in_dir)
 from neural_mapping.ros.sync import SyncedSet
 
 
@@ -99,33 +99,6 @@ def test_frame_from_synced_subsamples_wide_input_keeping_each_pixel_ray():
     assert frame_from_synced(s, max_width=64).depth_m.shape == (H, W)
 
 
-def test_refresh_snapshot_matches_a_new_copy():
-    from neural_mapping.config import preset
-    from neural_mapping.io.synthetic import synthetic_sequence
-    from neural_mapping.mapper import Mapper
-
-    seq = synthetic_sequence(n_frames=4, width=80, height=60, seed=1)
-    cfg = preset("cpu")
-    m = Mapper(cfg)
-    m.add_frame(seq.frames[0])
-    m.step(2)
-    snap = Mapper.from_state_dict(m.state_dict())
-    for f in seq.frames[1:]:
-        m.add_frame(f)
-    m.step(2)
-    assert refresh_snapshot(snap, m.state_dict())
-    ref = Mapper.from_state_dict(m.state_dict())
-    pts = np.random.default_rng(0).uniform(-2, 2, (500, 3))
-    np.testing.assert_array_equal(snap.query(pts).sdf, ref.query(pts).sdf)
-    for a, b in zip(snap.bounds(), ref.bounds()):
-        np.testing.assert_array_equal(a, b)
-    assert snap.stats == ref.stats and snap.coverage.n_observed == ref.coverage.n_observed
-    # another config cannot be refreshed in place
-    other = Mapper(preset("cpu"))
-    other.cfg.field.hidden = 32
-    assert not refresh_snapshot(snap, Mapper(other.cfg).state_dict())
-
-
 def test_mesh_of_a_refreshed_snapshot_is_incremental_and_equals_a_full_extraction():
     """The node keeps one MeshExtractor on its products' copy of the map: after the copy is refreshed
     with a new frame (coverage copied with its update stamps), only the tiles the frame touched are
@@ -142,12 +115,11 @@ def test_mesh_of_a_refreshed_snapshot_is_incremental_and_equals_a_full_extractio
     for f in seq.frames[:8]:
         m.add_frame(f)
     m.step(3)
-    snap = Mapper.from_state_dict(m.state_dict())
-    snap.coverage = copy.deepcopy(m.coverage)
+    snap = Mapper.from_state_dict(m.state_dict(include_coverage=False), coverage=copy.deepcopy(m.coverage))
     ex = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False)
     ex.extract_arrays(full=False)
     m.add_frame(seq.frames[11])  # new coverage, same weights
-    assert refresh_snapshot(snap, m.state_dict(), copy.deepcopy(m.coverage))
+    snap.load_state_dict(m.state_dict(include_coverage=False), coverage=copy.deepcopy(m.coverage))
     verts, faces, _ = ex.extract_arrays(full=False)
     assert 0 < ex.stats.tiles_recomputed < ex.stats.tiles_total
     v_full, f_full, _ = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False).extract_arrays(full=True)
