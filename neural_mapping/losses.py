@@ -2,7 +2,10 @@
 
 SDF supervision from depth (Co-SLAM / iSDF style), for a sample at z-depth ``t`` on a ray
 whose measured z-depth is ``D``:
-- inside the truncation band ``|D - t| <= tr``: the signed distance target is ``D - t``;
+- inside the truncation band ``-back <= D - t <= tr``: the signed distance target is ``D - t``;
+  ``back`` is ``tr`` or less: the mapper limits it per ray to the ray's lateral distance to the
+  nearest silhouette in its image (``keyframes.silhouette_distance_m``), so that an object's band
+  does not reach past its outline into space that other views see free;
 - in front of the band ``D - t > tr``: the sample is free space; the SDF must lie in
   ``[tr, bound]`` where ``bound = (D - t) |dir|`` is the Euclidean distance to the measured
   surface point along the ray (an upper bound of the true distance).
