@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neural_mapping.ros.node import (_esdf_points, _occupied_centres, auto_input_max_width, check_map_name, frame_from_synced,
+from neural_mapping.ros.node import (_esdf_points, _in_exiting_thread, _occupied_centres, auto_input_max_width, check_map_name, frame_from_synced,
                                      input_stride, resize_nearest, resolve_in_dir)
 from neural_mapping.ros.sync import SyncedSet
 
@@ -139,3 +139,14 @@ def test_points_array_from_messages_and_duck_typed_points():
     np.testing.assert_array_equal(_points_array([SimpleNamespace(x=4, y=5, z=6)]), [[4.0, 5.0, 6.0]])
     assert _points_array([]).shape == (0, 3)
 
+
+
+def test_in_exiting_thread_returns_raises_and_leaves_no_thread():
+    import threading
+
+    me = threading.get_ident()
+    assert _in_exiting_thread(lambda: threading.get_ident()) != me  # computed elsewhere
+    assert _in_exiting_thread(lambda: 41 + 1) == 42
+    with pytest.raises(ZeroDivisionError):
+        _in_exiting_thread(lambda: 1 / 0)
+    assert not any(t.name == "neural_mapper_init" for t in threading.enumerate())

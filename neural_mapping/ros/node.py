@@ -126,10 +126,9 @@ def _make_node_class():
             from neural_mapping.ros.sync import ApproxSync
 
             self._Mapper = Mapper
-            # built in this (main) thread on purpose: see RESULTS.md "OpenMP threads of the node" (building it
-            # in a thread that exits freed a core while idle but halved the input the node kept up with)
-            self.mapper = Mapper(self.mcfg)
-            _load_kernels(self.mcfg, self.mapper.device)
+            # torch work in a thread that exits: its OpenMP workers go with it (see _in_exiting_thread)
+            self.mapper = _in_exiting_thread(lambda: Mapper(self.mcfg))
+            _in_exiting_thread(lambda: _load_kernels(self.mcfg, self.mapper.device))
             self.get_logger().info(
                 f"resolved config: preset={n.preset} device={self.mapper.device} "
                 f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
@@ -166,30 +165,30 @@ def _make_node_class():
 
             # --- inputs (sensor-data QoS), names remappable
             sd = qos_profile_sensor_data
-            self.create_subscription(Image, "color/image", self._on_color, sd, callback_group=self.cb_inputs)
-            self.create_subscription(Image, "depth/image", self._on_depth, sd, callback_group=self.cb_inputs)
-            self.create_subscription(CameraInfo, "depth/camera_info", self._on_info, sd, callback_group=self.cb_inputs)
+            self._subscription(Image, "color/image", self._on_color, sd, callback_group=self.cb_inputs)
+            self._subscription(Image, "depth/image", self._on_depth, sd, callback_group=self.cb_inputs)
+            self._subscription(CameraInfo, "depth/camera_info", self._on_info, sd, callback_group=self.cb_inputs)
             if n.pose_source == "pose":
-                self.create_subscription(PoseStamped, "pose", self._on_pose, sd, callback_group=self.cb_inputs)
+                self._subscription(PoseStamped, "pose", self._on_pose, sd, callback_group=self.cb_inputs)
             elif n.pose_source == "odom":
-                self.create_subscription(Odometry, "odom", self._on_pose, sd, callback_group=self.cb_inputs)
+                self._subscription(Odometry, "odom", self._on_pose, sd, callback_group=self.cb_inputs)
             else:  # tf (tf2_ros importable: a real ROS install)
                 import tf2_ros
 
                 self.tf_buffer = tf2_ros.Buffer()
                 self.tf_listener = tf2_ros.TransformListener(self.tf_buffer, self)
-            self.create_subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10,
+            self._subscription(PoseStamped, "~/render_pose", self._on_render_pose, 10,
                                      callback_group=self.cb_inputs)
 
             # --- products (reliable + transient local)
-            self.pub_mesh = self.create_publisher(Marker, "~/mesh", latched)
-            self.pub_occ = self.create_publisher(OccupancyGrid, "~/occupancy", latched)
-            self.pub_voxels = self.create_publisher(PointCloud2, "~/occupied_voxels", latched)
-            self.pub_esdf = self.create_publisher(PointCloud2, "~/esdf_slice", latched)
-            self.pub_color = self.create_publisher(Image, "~/rendered/color", latched)
-            self.pub_depth = self.create_publisher(Image, "~/rendered/depth", latched)
-            self.pub_info = self.create_publisher(CameraInfo, "~/rendered/camera_info", latched)
-            self.pub_status = self.create_publisher(DiagnosticArray, "~/status", 10)
+            self.pub_mesh = self._publisher(Marker, "~/mesh", latched)
+            self.pub_occ = self._publisher(OccupancyGrid, "~/occupancy", latched)
+            self.pub_voxels = self._publisher(PointCloud2, "~/occupied_voxels", latched)
+            self.pub_esdf = self._publisher(PointCloud2, "~/esdf_slice", latched)
+            self.pub_color = self._publisher(Image, "~/rendered/color", latched)
+            self.pub_depth = self._publisher(Image, "~/rendered/depth", latched)
+            self.pub_info = self._publisher(CameraInfo, "~/rendered/camera_info", latched)
+            self.pub_status = self._publisher(DiagnosticArray, "~/status", 10)
 
             # --- services
             for srv_type, name, fn in [(QueryField, "query_field", self._srv_query),
@@ -348,6 +347,24 @@ def _make_node_class():
                         fut.set_result(fn())
                     except BaseException as e:  # noqa: BLE001 - handed to the waiting caller
                         fut.set_exception(e)
+
+        # Publishers and subscriptions without rclpy's default QoS-event handlers (they log incompatible
+        # QoS). Each handler is a waitable that the multi-threaded executor adds, in Python, to the wait
+        # set it rebuilds on every wake-up (~150 a second at 30 Hz input): with them the executor's
+        # main thread took 0.14 CPU-s/s and, once the spinning OpenMP worker of the main thread was
+        # gone, 0.56 and the node lost half its input; without them 0.04-0.05 and it keeps up
+        # (RESULTS.md). The other side of a QoS mismatch (RViz, ros2 topic echo) still reports it.
+        def _subscription(self, *args, **kwargs):
+            from rclpy.event_handler import SubscriptionEventCallbacks
+
+            return self.create_subscription(
+                *args, event_callbacks=SubscriptionEventCallbacks(use_default_callbacks=False), **kwargs)
+
+        def _publisher(self, *args, **kwargs):
+            from rclpy.event_handler import PublisherEventCallbacks
+
+            return self.create_publisher(
+                *args, event_callbacks=PublisherEventCallbacks(use_default_callbacks=False), **kwargs)
 
         def _has_map(self) -> bool:
             m = self.mapper
@@ -857,6 +874,31 @@ def _make_node_class():
             self._trainer.join(timeout=5.0)
 
     return MapperNode
+
+
+def _in_exiting_thread(fn):
+    """fn() computed in a new thread that then exits; returns its result or raises what it raised.
+
+    OpenMP worker threads belong to the thread that started a parallel region, and with
+    ``OMP_WAIT_POLICY=ACTIVE`` (set above) they spin until that thread starts its next region or
+    exits. Torch work done once in the main thread (which then only runs the executor) kept one
+    core spinning for the node's whole life (1.2 CPU-s/s paused, 0.3-0.5 without it). The workers
+    of an exited thread are released.
+    """
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, name="neural_mapper_init")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def _load_kernels(mcfg, device) -> None:
