@@ -107,13 +107,17 @@ class Mapper:
             self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99), fused=True)
         except (RuntimeError, TypeError):  # torch builds without a fused kernel for this device
             self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
-        self.keyframes = KeyframeBuffer(cfg.keyframes, self.device, cfg.render.min_depth_m, cfg.render.max_depth_m,
-                                        edge_jump_m=cfg.train.edge_jump_m)
+        self.keyframes = self._new_keyframes()
         self.coverage = Coverage(voxel_m=cfg.occupancy.resolution_m)
         self._lo: np.ndarray | None = None  # (3,) AABB of observed points (no margin)
         self._hi: np.ndarray | None = None
         self.stats = MapperStats()
         self.last_terms = LossTerms()  # unweighted loss terms of the last step
+
+    def _new_keyframes(self) -> KeyframeBuffer:
+        c = self.cfg
+        return KeyframeBuffer(c.keyframes, self.device, c.render.min_depth_m, c.render.max_depth_m,
+                              edge_jump_m=c.train.edge_jump_m)
 
     def reset(self) -> None:
         """Forget everything: weights, keyframes, coverage, bounds, counters."""
@@ -468,8 +472,7 @@ class Mapper:
         with self.lock:
             if d["cfg"] == to_dict(self.cfg):
                 self.optimizer.state.clear()
-                self.keyframes = KeyframeBuffer(self.cfg.keyframes, self.device, self.cfg.render.min_depth_m,
-                                                self.cfg.render.max_depth_m, edge_jump_m=self.cfg.train.edge_jump_m)
+                self.keyframes = self._new_keyframes()
                 self.last_terms = LossTerms()
             else:
                 self.cfg = from_dict(d["cfg"])

@@ -126,9 +126,12 @@ def _make_node_class():
             from neural_mapping.ros.sync import ApproxSync
 
             self._Mapper = Mapper
-            # torch work in a thread that exits: its OpenMP workers go with it (see _in_exiting_thread)
-            self.mapper = _in_exiting_thread(lambda: Mapper(self.mcfg))
-            _in_exiting_thread(lambda: _load_kernels(self.mcfg, self.mapper.device))
+            def build():  # torch work in a thread that exits: its OpenMP workers go with it
+                m = Mapper(self.mcfg)
+                _load_kernels(self.mcfg, m.device)
+                return m
+
+            self.mapper = _in_exiting_thread(build)
             self.get_logger().info(
                 f"resolved config: preset={n.preset} device={self.mapper.device} "
                 f"node={dict((k, getattr(n, k)) for k in n.__dataclass_fields__)} "
@@ -691,7 +694,9 @@ def _make_node_class():
             srv.srv_type = SimpleNamespace(Request=req or srv.srv_type.Request, Response=resp or srv.srv_type.Response)
 
         def _srv_query(self, req, resp):
-            arrays = getattr(req, "points_xyz", False) is not False  # taken by ros/fast_srv.py
+            from neural_mapping.ros.fast_srv import QueryRequestArrays
+
+            arrays = isinstance(req, QueryRequestArrays)  # taken by ros/fast_srv.py
             if arrays and req.error is not None:
                 resp.success = False
                 resp.message = f"the request could not be read: {req.error}"
