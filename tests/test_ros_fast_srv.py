@@ -127,3 +127,12 @@ def test_client_response_arrays_match_the_messages(client_types, n):
     np.testing.assert_array_equal(got.sdf, g[:, 0])
     np.testing.assert_array_equal(got.occupancy, g[:, 1])
     np.testing.assert_array_equal(got.gradients, g.astype(np.float64))
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 2)), np.zeros(3), "abc", None, [[1.0, 2.0, "x"]]])
+def test_client_request_of_a_bad_array_is_refused_clearly(client_types, bad):
+    Request, _ = client_types
+    with pytest.raises(ValueError, match=r"\(N, 3\) array of numbers"):
+        Request(bad, True)
+    ok = Request(np.ones((2, 3)), True)  # the class still works after a refusal
+    assert len(deserialize_message(serialize_message(ok), QueryField.Request).points) == 2

@@ -54,7 +54,7 @@ def live(scene, env, tmp_path_factory):
         "queue_size": 64, "map_dir": str(tmp / "maps"), "render_width": 64, "render_height": 48,
         "mesh_rate_hz": 1.0, "occupancy_rate_hz": 1.0, "voxels_rate_hz": 0.5, "esdf_rate_hz": 0.5,
         "render_rate_hz": 0.3, "status_rate_hz": 5.0, "warn_throttle_s": 0.0, "product_duty_max": 0.5,
-        "products_min_steps": 10,
+        "products_min_steps": 10, "max_query_points": 50_000,
     }
     proc = NodeProcess(params, env, tmp / "node.log")
     client = None
@@ -301,6 +301,10 @@ def test_query_field_from_a_client_using_arrays(live, scene):
     assert np.median(cos) > 0.95
     bad = c.call_client(cli, Request(np.array([[np.nan, 0.0, 0.0]]), False))
     assert not bad.success and "NaN" in bad.message and bad.gradients.shape == (0, 3)
+    big = c.call_client(cli, Request(np.zeros((50_001, 3)), False))  # over max_query_points (50 000 here)
+    assert not big.success and "max_query_points" in big.message and big.sdf.shape == (0,)
+    again = c.call_client(cli, Request(pts[:5], False))  # refused requests lose nothing: it still answers
+    assert again.success and again.sdf.shape == (5,)
 
 
 def test_render_view_depth_matches_ground_truth(live, scene):

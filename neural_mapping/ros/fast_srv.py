@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 
 import numpy as np
+from rclpy.type_support import check_for_type_support
 
 
 class _Sequence(ctypes.Structure):
@@ -42,6 +43,48 @@ class _QueryFieldRequestC(ctypes.Structure):  # neural_mapping_interfaces__srv__
 class _QueryFieldResponseC(ctypes.Structure):  # neural_mapping_interfaces__srv__QueryField_Response
     _fields_ = [("sdf", _Sequence), ("occupancy", _Sequence), ("gradients", _Sequence), ("success", ctypes.c_bool),
                 ("message", _Sequence)]  # rosidl_runtime_c__String has the layout of a sequence
+
+
+def _capsule(fn) -> object:
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype = ctypes.py_object
+    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+    return new(ctypes.cast(fn, ctypes.c_void_p), None, None)
+
+
+def _derived_meta(meta, **converters):
+    """A subclass of a generated message metaclass with some type-support functions replaced
+    (capsules of ctypes callbacks); everything else (create, destroy, type support) is inherited."""
+    return type(meta.__name__ + "Arrays", (meta,), {name: _capsule(fn) for name, fn in converters.items()})
+
+
+def _sequence_init(msg_cls):
+    """rosidl's ``<pkg>__msg__<Type>__Sequence__init(seq *, size)`` of a geometry_msgs message class
+    (its C library is loaded by the type support)."""
+    check_for_type_support(msg_cls)
+    lib = ctypes.CDLL("libgeometry_msgs__rosidl_generator_c.so")
+    init = getattr(lib, f"geometry_msgs__msg__{msg_cls.__name__}__Sequence__init")
+    init.restype, init.argtypes = ctypes.c_bool, [ctypes.c_void_p, ctypes.c_size_t]
+    return init
+
+
+def _copy_seq(seq: _Sequence, ctype, width: int, dtype) -> np.ndarray:
+    """A copy of a C sequence of ``width``-tuples of ``ctype`` as an (n,) or (n, width) array."""
+    n = int(seq.size)
+    shape = (n, width) if width > 1 else (n,)
+    if n == 0:
+        return np.empty(shape, dtype)
+    return np.ctypeslib.as_array(ctypes.cast(seq.data, ctypes.POINTER(ctype)), shape=shape).copy()
+
+
+def _fill_seq(init, seq_address: int, arr: np.ndarray) -> bool:
+    """Allocate the C sequence at ``seq_address`` with rosidl's ``init`` (so its ``fini`` frees it)
+    and copy the rows of ``arr`` (float64, C-contiguous) into it."""
+    if not init(seq_address, len(arr)):
+        return False
+    if len(arr):
+        ctypes.memmove(_Sequence.from_address(seq_address).data, arr.ctypes.data, arr.nbytes)
+    return True
 
 
 class QueryRequestArrays:
@@ -62,13 +105,8 @@ class QueryRequestArrays:
 def _request_to_arrays(address: int) -> QueryRequestArrays:
     try:
         c = _QueryFieldRequestC.from_address(address)
-        n = int(c.points.size)
-        if n == 0:
-            xyz = np.empty((0, 3), np.float64)
-        else:
-            xyz = np.ctypeslib.as_array(ctypes.cast(c.points.data, ctypes.POINTER(ctypes.c_double)),
-                                        shape=(n, 3)).copy()  # the C message is freed after this returns
-        return QueryRequestArrays(xyz, bool(c.want_gradient))
+        # a copy: the C message is freed after this returns
+        return QueryRequestArrays(_copy_seq(c.points, ctypes.c_double, 3, np.float64), bool(c.want_gradient))
     except BaseException as e:  # noqa: BLE001 - an exception must not cross into rclpy's C++
         return QueryRequestArrays(None, False, f"{type(e).__name__}: {e}")
 
@@ -77,24 +115,14 @@ _TO_PY = ctypes.CFUNCTYPE(ctypes.py_object, ctypes.c_void_p)
 _to_py_fn = _TO_PY(_request_to_arrays)  # kept alive for the process: rclpy holds its address
 
 
-def _capsule(fn) -> object:
-    new = ctypes.pythonapi.PyCapsule_New
-    new.restype = ctypes.py_object
-    new.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
-    return new(ctypes.cast(fn, ctypes.c_void_p), None, None)
-
-
 def array_request_type(request_type):
     """A class to take ``QueryField`` requests with (see the module doc), or None when the check
     on a serialised request fails (then take requests with ``request_type`` itself)."""
     from geometry_msgs.msg import Point
     from rclpy.serialization import deserialize_message, serialize_message
 
-    meta = type(request_type)
-    if meta._TYPE_SUPPORT is None:
-        meta.__import_type_support__()
-    fast_meta = type(meta.__name__ + "Arrays", (meta,), {"_CONVERT_TO_PY": _capsule(_to_py_fn)})
-    fast = fast_meta(request_type.__name__ + "Arrays", (), {})
+    check_for_type_support(request_type)
+    fast = _derived_meta(type(request_type), _CONVERT_TO_PY=_to_py_fn)(request_type.__name__ + "Arrays", (), {})
     try:
         probe = [(1.5, -2.25, 3.0), (0.0, 1e-3, -7.5), (4.0, 5.0, 6.0)]
         wire = serialize_message(request_type(points=[Point(x=x, y=y, z=z) for x, y, z in probe], want_gradient=True))
@@ -119,14 +147,8 @@ def _response_from_py(msg, address: int) -> bool:
         if g is None or len(msg.gradients):  # no array, or gradients set as messages: the generated path
             return bool(_response_state["generated"](msg, address))
         g = np.ascontiguousarray(g, dtype=np.float64).reshape(-1, 3)
-        if not _response_state["generated"](msg, address):
-            return False
-        c = _QueryFieldResponseC.from_address(address)
-        if not _response_state["vector3_init"](ctypes.addressof(c) + _QueryFieldResponseC.gradients.offset, len(g)):
-            return False
-        if len(g):
-            ctypes.memmove(c.gradients.data, g.ctypes.data, g.nbytes)
-        return True
+        return bool(_response_state["generated"](msg, address)) and _fill_seq(
+            _response_state["vector3_init"], address + _QueryFieldResponseC.gradients.offset, g)
     except BaseException:  # noqa: BLE001 - an exception must not cross into rclpy's C++
         return False
 
@@ -139,17 +161,12 @@ def array_response_type(response_type):
     sent as ``gradients``; see the module doc), or None when its check fails."""
     from rclpy.serialization import deserialize_message, serialize_message
 
+    check_for_type_support(response_type)
     meta = type(response_type)
-    if meta._TYPE_SUPPORT is None:
-        meta.__import_type_support__()
     try:
         from geometry_msgs.msg import Vector3
 
-        if type(Vector3)._TYPE_SUPPORT is None:
-            type(Vector3).__import_type_support__()
-        lib = ctypes.CDLL("libgeometry_msgs__rosidl_generator_c.so")  # loaded already by the type support
-        init = lib.geometry_msgs__msg__Vector3__Sequence__init
-        init.restype, init.argtypes = ctypes.c_bool, [ctypes.c_void_p, ctypes.c_size_t]
+        init = _sequence_init(Vector3)
         get = ctypes.pythonapi.PyCapsule_GetPointer
         get.restype, get.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
         # PYFUNCTYPE: the generated conversion reads Python objects, so the GIL stays held
@@ -158,7 +175,7 @@ def array_response_type(response_type):
     except (OSError, AttributeError, ValueError):
         return None
     _response_state.update(generated=generated, vector3_init=init)
-    fast_meta = type(meta.__name__ + "Arrays", (meta,), {"_CONVERT_FROM_PY": _capsule(_from_py_fn)})
+    fast_meta = _derived_meta(meta, _CONVERT_FROM_PY=_from_py_fn)
 
     def __init__(self, **kwargs):
         self.gradients_xyz = None
@@ -183,7 +200,6 @@ def array_response_type(response_type):
     return fast if ok else None
 
 
-
 # ----------------------------------------------------------------------------- client side
 # A Python planner pays the same per-point conversions on its side: building the request's
 # Point messages and turning the response's Vector3s into objects (~0.13 s per 100 k each).
@@ -202,14 +218,6 @@ class QueryResponseArrays:
         self.success, self.message = success, message
 
 
-def _copy_seq(seq: _Sequence, ctype, width: int, dtype) -> np.ndarray:
-    n = int(seq.size)
-    if n == 0:
-        return np.empty((0, width) if width > 1 else (0,), dtype)
-    shape = (n, width) if width > 1 else (n,)
-    return np.ctypeslib.as_array(ctypes.cast(seq.data, ctypes.POINTER(ctype)), shape=shape).copy()
-
-
 def _response_to_arrays(address: int):
     try:
         c = _QueryFieldResponseC.from_address(address)
@@ -221,15 +229,26 @@ def _response_to_arrays(address: int):
         return QueryResponseArrays(None, None, None, False, f"the response could not be read: {type(e).__name__}: {e}")
 
 
+class _OutgoingRequestArrays(QueryRequestArrays):
+    """A request a client sends from arrays: checked here, so that its conversion cannot fail."""
+
+    __slots__ = ()
+
+    def __init__(self, points_xyz, want_gradient: bool = False):
+        try:
+            pts = np.ascontiguousarray(points_xyz, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"points_xyz must be an (N, 3) array of numbers: {e}") from None
+        if pts.ndim != 2 or pts.shape[1] != 3:
+            raise ValueError(f"points_xyz must be an (N, 3) array of numbers, got shape {pts.shape}")
+        super().__init__(pts, bool(want_gradient))
+
+
 def _request_from_arrays(msg, address: int) -> bool:
     try:
-        pts = np.ascontiguousarray(msg.points_xyz, dtype=np.float64).reshape(-1, 3)
-        c = _QueryFieldRequestC.from_address(address)
-        if not _client_state["point_init"](address + _QueryFieldRequestC.points.offset, len(pts)):
+        if not _fill_seq(_client_state["point_init"], address + _QueryFieldRequestC.points.offset, msg.points_xyz):
             return False
-        if len(pts):
-            ctypes.memmove(c.points.data, pts.ctypes.data, pts.nbytes)
-        c.want_gradient = bool(msg.want_gradient)
+        _QueryFieldRequestC.from_address(address).want_gradient = bool(msg.want_gradient)
         return True
     except BaseException:  # noqa: BLE001
         return False
@@ -245,25 +264,17 @@ def array_client_types(srv_type):
     receives arrays (see :func:`use_arrays`), or None when their check fails."""
     from rclpy.serialization import deserialize_message, serialize_message
 
-    req_meta, resp_meta = type(srv_type.Request), type(srv_type.Response)
-    for meta in (req_meta, resp_meta):
-        if meta._TYPE_SUPPORT is None:
-            meta.__import_type_support__()
+    for t in (srv_type.Request, srv_type.Response):
+        check_for_type_support(t)
     try:
         from geometry_msgs.msg import Point
 
-        if type(Point)._TYPE_SUPPORT is None:
-            type(Point).__import_type_support__()
-        lib = ctypes.CDLL("libgeometry_msgs__rosidl_generator_c.so")
-        init = lib.geometry_msgs__msg__Point__Sequence__init
-        init.restype, init.argtypes = ctypes.c_bool, [ctypes.c_void_p, ctypes.c_size_t]
+        _client_state["point_init"] = _sequence_init(Point)
     except (OSError, AttributeError):
         return None
-    _client_state["point_init"] = init
-    req_cls = type(req_meta.__name__ + "Arrays", (req_meta,), {"_CONVERT_FROM_PY": _capsule(_from_arrays_fn)})(
-        "QueryRequestArraysOut", (QueryRequestArrays,), {"__slots__": ()})
-    resp_cls = type(resp_meta.__name__ + "Arrays", (resp_meta,), {"_CONVERT_TO_PY": _capsule(_to_arrays_fn)})(
-        "QueryResponseArraysIn", (), {})
+    req_cls = _derived_meta(type(srv_type.Request), _CONVERT_FROM_PY=_from_arrays_fn)(
+        "QueryRequestArraysOut", (_OutgoingRequestArrays,), {"__slots__": ()})
+    resp_cls = _derived_meta(type(srv_type.Response), _CONVERT_TO_PY=_to_arrays_fn)("QueryResponseArraysIn", (), {})
     try:
         probe = np.array([[1.5, -2.25, 3.0], [0.0, 1e-3, -7.5]])
         sent = deserialize_message(serialize_message(req_cls(probe, True)), srv_type.Request)
@@ -284,7 +295,8 @@ def array_client_types(srv_type):
 
 def use_arrays(client):
     """Make an rclpy client of ``QueryField`` send :class:`QueryRequestArrays` (build them with
-    the returned class: ``Request(points_xyz, want_gradient)``) and receive
+    the returned class: ``Request(points_xyz, want_gradient)``; ValueError unless ``points_xyz``
+    is an (N, 3) array of numbers) and receive
     :class:`QueryResponseArrays`; returns that request class, or None (then the client is left
     as it was, with message types) when the conversion failed its check."""
     from types import SimpleNamespace
