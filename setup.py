@@ -23,6 +23,7 @@ setup(
         "open3d>=0.18",
         "rosbags>=0.10",
         "scikit-image>=0.21",
+        "scipy>=1.10",
         "pillow>=9",
         "pyyaml>=6",
         "tqdm>=4.60",
