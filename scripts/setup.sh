@@ -83,7 +83,28 @@ for exe in mapper_node neural-mapping; do
   ln -sf "$PREFIX/bin/$exe" "$PREFIX/lib/neural_mapping/$exe"
 done
 touch "$PREFIX/share/ament_index/resource_index/packages/neural_mapping"
-ln -sfn "$(pwd)/launch" "$PREFIX/share/neural_mapping/launch"
-ln -sfn "$(pwd)/config" "$PREFIX/share/neural_mapping/config"
+# share/neural_mapping/{launch,config} are real directories holding one link per file, as colcon's
+# --symlink-install lays them out: ros2launch finds a launch file by os.walk of the share directory,
+# which does not follow directory links (so a linked launch/ directory made the file unfindable).
+for d in launch config; do
+  dst="$PREFIX/share/neural_mapping/$d"
+  { [ -L "$dst" ] || [ -f "$dst" ]; } && rm -f "$dst"  # a directory link left by an older setup
+  mkdir -p "$dst"
+  find "$dst" -maxdepth 1 -type l ! -exec test -e {} \; -delete  # links to files that are gone
+  for f in "$(pwd)/$d"/*; do
+    [ -f "$f" ] && ln -sfn "$f" "$dst/$(basename "$f")"
+  done
+done
 ln -sf "$(pwd)/package.xml" "$PREFIX/share/neural_mapping/package.xml"
+# The ros2 CLI (from a ROS install, or built from source) finds packages through AMENT_PREFIX_PATH:
+# activating the venv puts its prefix there.
+if ! grep -q "neural_mapping: AMENT_PREFIX_PATH" "$VENV/bin/activate"; then
+  cat >>"$VENV/bin/activate" <<'ACT'
+# neural_mapping: AMENT_PREFIX_PATH, so the ros2 CLI finds this venv's packages (neural_mapping, its interfaces)
+case ":${AMENT_PREFIX_PATH:-}:" in
+  *":$VIRTUAL_ENV:"*) ;;
+  *) export AMENT_PREFIX_PATH="$VIRTUAL_ENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}" ;;
+esac
+ACT
+fi
 echo "[setup] ready: $VENV (activate with: source $VENV/bin/activate)"
