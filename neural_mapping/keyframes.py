@@ -192,15 +192,16 @@ class KeyframeBuffer:
         parts = []
         if n_latest:
             L = self.latest
-            i = torch.randint(0, L.depth.shape[0], (n_latest,), device=dev)
+            i = torch.randint(0, L.depth.shape[0], (n_latest,), device=dev, generator=generator)
             o, dW = _to_world(L.T_WC, L.dirs_C[i])
             parts.append((o, dW, L.depth[i], L.rgb[i], torch.full((n_latest,), -1, device=dev, dtype=torch.long),
                           L.edge_m[i]))
         if n_kf:
             dirs, depth, rgb, Ts, counts, offsets, edge = self._concat()
             p = torch.tensor([k.loss for k in self.keyframes], device=dev, dtype=torch.float32).clamp_min(1e-8)
-            kf = torch.multinomial(p / p.sum(), n_kf, replacement=True)  # (n_kf,)
-            pix = offsets[kf] + (torch.rand(n_kf, device=dev) * counts[kf]).long().clamp_max(counts[kf] - 1)
+            kf = torch.multinomial(p / p.sum(), n_kf, replacement=True, generator=generator)  # (n_kf,)
+            u = torch.rand(n_kf, device=dev, generator=generator)
+            pix = offsets[kf] + (u * counts[kf]).long().clamp_max(counts[kf] - 1)
             T = Ts[kf]  # (n_kf, 4, 4)
             dW = torch.einsum("nij,nj->ni", T[:, :3, :3], dirs[pix])
             parts.append((T[:, :3, 3], dW, depth[pix], rgb[pix], kf, edge[pix]))

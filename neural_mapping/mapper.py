@@ -77,6 +77,11 @@ class RenderResult:
     opacity: np.ndarray  # (H, W) float32 [0, 1]
 
 
+def _cuda_indices(device: torch.device) -> list[int]:
+    """The CUDA devices whose RNG ``fork_rng`` must save for work on ``device``."""
+    return [device.index or 0] if device.type == "cuda" else []
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,9 +102,18 @@ class Mapper:
     # ------------------------------------------------------------------ construction
 
     def _build(self) -> None:
+        """Modules, optimiser and state from ``self.cfg``; torch's global RNG is left as it was.
+
+        The field's initial weights come from ``cfg.train.seed`` (drawn inside ``fork_rng``, so the
+        process's RNG, which another map's trainer may be sampling from, is untouched) and the
+        map's own :attr:`generator` (seeded from the same value) draws every training sample.
+        """
         cfg = self.cfg
-        torch.manual_seed(cfg.train.seed)
-        self.field = build_field(cfg).to(self.device)
+        with torch.random.fork_rng(devices=_cuda_indices(self.device)):
+            torch.manual_seed(cfg.train.seed)
+            self.field = build_field(cfg).to(self.device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.train.seed)
         groups = [{"params": self.field.encoding_parameters(), "lr": cfg.train.lr, "eps": 1e-15},
                   {"params": self.field.network_parameters(), "lr": cfg.train.lr_mlp, "weight_decay": 1e-6}]
         groups = [g for g in groups if g["params"]]
@@ -189,7 +203,8 @@ class Mapper:
                 return StepStats(loss, terms, 0, 0, 0.0)
             self.field.train()
             for _ in range(n):
-                batch = self.keyframes.sample(self.cfg.train.rays_per_step, self.cfg.train.latest_frame_fraction)
+                batch = self.keyframes.sample(self.cfg.train.rays_per_step, self.cfg.train.latest_frame_fraction,
+                                              generator=self.generator)
                 if self.kind == "sdf":
                     total, terms, ray_loss, ns = self._sdf_loss(batch)
                 else:
@@ -230,9 +245,9 @@ class Mapper:
         far = torch.maximum(far, near + 1e-3)
         parts = []
         if r.n_stratified:
-            parts.append(rd.sample_stratified(near, far, r.n_stratified))
+            parts.append(rd.sample_stratified(near, far, r.n_stratified, generator=self.generator))
         if r.n_surface:
-            parts.append(rd.sample_surface(batch.depth, r.n_surface, r.surface_std_m))
+            parts.append(rd.sample_surface(batch.depth, r.n_surface, r.surface_std_m, generator=self.generator))
         t = torch.cat(parts, dim=1)
         return torch.sort(t, dim=1).values
 
@@ -427,6 +442,29 @@ class Mapper:
         z = torch.where(valid & (acc > 0.5), z, torch.zeros_like(z))
         return col, z, acc * valid
 
+    # ------------------------------------------------------------------ copies
+
+    def snapshot(self, into: "Mapper | None" = None) -> "Mapper":
+        """A copy of the map for products and readers: weights, bounds, counters and the coverage
+        (deep-copied with its per-block update stamps); no keyframes, no optimiser state.
+
+        Only the copying holds ``self.lock`` (~10-30 ms at the cpu preset); the copy is then
+        independent, so products computed on it leave training free. ``into`` (an earlier copy of
+        this map, same device) is refreshed in place: with an unchanged config its modules are
+        reused (3-19 ms; a new Mapper costs ~0.15-0.25 s) and it stays the same object, so a mesh
+        extractor kept on it keeps its tile cache. Neither this map's sample sequence nor torch's
+        global RNG is touched.
+        """
+        import copy
+
+        with self.lock:
+            sd = self.state_dict(include_coverage=False)  # weights cloned, bounds and counters copied
+            coverage = copy.deepcopy(self.coverage)
+        if into is not None and type(into) is type(self) and into.device == self.device:
+            into.load_state_dict(sd, coverage=coverage)
+            return into
+        return type(self).from_state_dict(sd, device=self.device, coverage=coverage)
+
     # ------------------------------------------------------------------ persistence
 
     def state_dict(self, include_keyframes: bool = False, include_coverage: bool = True) -> dict:
@@ -451,6 +489,7 @@ class Mapper:
             if include_keyframes:
                 d["keyframes"] = self.keyframes.state_dict()
                 d["optimizer"] = self.optimizer.state_dict()
+                d["generator"] = self.generator.get_state()
             return d
 
     def load_state_dict(self, d: dict, coverage: Coverage | None = None) -> None:
@@ -458,9 +497,9 @@ class Mapper:
 
         With the config this mapper already has, its modules are kept and the weights copied into
         them: no re-initialisation (a hash table the weights then overwrite costs ~0.2 s at the
-        cpu preset) and torch's RNG is left alone; the optimiser state is cleared and the keyframes
-        emptied, as a rebuild would, unless ``d`` holds them. Another config rebuilds everything
-        (reseeding torch from it). ``coverage`` (a :class:`Coverage`, e.g. a deep copy that keeps
+        cpu preset); the optimiser state is cleared and the keyframes emptied, as a rebuild would,
+        unless ``d`` holds them. Another config rebuilds everything (initialised from its seed;
+        torch's global RNG is never touched). ``coverage`` (a :class:`Coverage`, e.g. a deep copy that keeps
         its per-block update stamps) is used instead of ``d``'s.
         """
         if not isinstance(d, dict) or "field" not in d or "cfg" not in d:
@@ -492,6 +531,8 @@ class Mapper:
                 self.keyframes.load_state_dict(d["keyframes"])
             if "optimizer" in d:
                 self.optimizer.load_state_dict(d["optimizer"])
+            if "generator" in d:
+                self.generator.set_state(d["generator"])
             self.stats.keyframes = len(self.keyframes)
 
     @classmethod

@@ -15,20 +15,23 @@ import torch
 # ----------------------------------------------------------------------------- samplers
 
 
-def sample_stratified(near: torch.Tensor, far: torch.Tensor, n: int, perturb: bool = True) -> torch.Tensor:
+def sample_stratified(near: torch.Tensor, far: torch.Tensor, n: int, perturb: bool = True,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
     """n samples per ray, one uniform in each of n equal bins of [near, far]: (R,), (R,) -> (R, n)."""
     R = near.shape[0]
     u = torch.arange(n, device=near.device, dtype=near.dtype)[None, :].expand(R, n)
-    u = u + (torch.rand(R, n, device=near.device, dtype=near.dtype) if perturb else 0.5)
+    u = u + (torch.rand(R, n, device=near.device, dtype=near.dtype, generator=generator) if perturb else 0.5)
     return near[:, None] + (far - near)[:, None] * (u / n)
 
 
-def sample_surface(depth: torch.Tensor, n: int, std: float) -> torch.Tensor:
+def sample_surface(depth: torch.Tensor, n: int, std: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """n depth-guided samples ~ N(depth, std^2), clamped to >= 0: (R,) -> (R, n)."""
-    return (depth[:, None] + std * torch.randn(depth.shape[0], n, device=depth.device, dtype=depth.dtype)).clamp_min(0.0)
+    noise = torch.randn(depth.shape[0], n, device=depth.device, dtype=depth.dtype, generator=generator)
+    return (depth[:, None] + std * noise).clamp_min(0.0)
 
 
-def sample_pdf(t_mid: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool = True) -> torch.Tensor:
+def sample_pdf(t_mid: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool = True,
+               generator: torch.Generator | None = None) -> torch.Tensor:
     """Importance samples from the piecewise-constant pdf ``weights (R, S-1)`` over bins with
     edges ``t_mid (R, S)``: -> (R, n) (inverse-transform sampling, as in NeRF)."""
     w = weights + 1e-5
@@ -36,7 +39,7 @@ def sample_pdf(t_mid: torch.Tensor, weights: torch.Tensor, n: int, perturb: bool
     cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)  # (R, S)
     R = t_mid.shape[0]
     if perturb:
-        u = torch.rand(R, n, device=t_mid.device, dtype=t_mid.dtype)
+        u = torch.rand(R, n, device=t_mid.device, dtype=t_mid.dtype, generator=generator)
     else:
         u = ((torch.arange(n, device=t_mid.device, dtype=t_mid.dtype) + 0.5) / n).expand(R, n).contiguous()
     idx = torch.searchsorted(cdf.contiguous(), u, right=True).clamp(1, cdf.shape[1] - 1)
