@@ -23,14 +23,34 @@ def intrinsics(fx: float, fy: float, cx: float, cy: float) -> np.ndarray:
     return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]], dtype=np.float64)
 
 
-def scale_intrinsics(K: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Intrinsics of an image resized by (sx, sy) (pixel-centre convention)."""
+def scale_intrinsics(K: np.ndarray, sx: float, sy: float, *, keep: str = "corner") -> np.ndarray:
+    """Intrinsics of an image whose pixel coordinates are scaled by (sx, sy): the one implementation.
+
+    Pixel coordinates are OpenCV's: the centre of pixel (u, v) is at (u, v), so a W-wide image
+    spans [-0.5, W - 0.5]. ``keep`` names the point the scaling leaves in place:
+
+    - ``"corner"`` (a resize sampled at pixel centres: ``resize_nearest``, a view rendered at another
+      size): the image corner (-0.5, -0.5) stays, ``u' = (u + 0.5) * sx - 0.5``;
+    - ``"first_pixel"`` (strided subsampling, every s-th pixel from the first, ``sx = sy = 1/s``: see
+      :func:`stride_intrinsics`): the centre of pixel (0, 0) stays, ``u' = u * sx``, so each kept
+      pixel keeps its ray.
+
+    Rows 0 and 1 (focal lengths, skew, principal point) scale by sx and sy; row 2 is unchanged.
+    """
+    if keep not in ("corner", "first_pixel"):
+        raise ValueError(f"keep must be 'corner' or 'first_pixel', got {keep!r}")
     K2 = np.array(K, dtype=np.float64, copy=True)
-    K2[0, 0] *= sx
-    K2[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    K2[1, 1] *= sy
-    K2[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    K2[0] *= sx
+    K2[1] *= sy
+    if keep == "corner":
+        K2[0, 2] += 0.5 * (sx - 1.0)
+        K2[1, 2] += 0.5 * (sy - 1.0)
     return K2
+
+
+def stride_intrinsics(K: np.ndarray, stride: int) -> np.ndarray:
+    """Intrinsics of ``image[::stride, ::stride]``: pixel (s*i, s*j) of the image is pixel (i, j) of the result."""
+    return scale_intrinsics(K, 1.0 / stride, 1.0 / stride, keep="first_pixel")
 
 
 # ----------------------------------------------------------------------------- SE(3)

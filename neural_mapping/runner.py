@@ -1,10 +1,10 @@
 """Offline runner: feed frames from any source to a :class:`~neural_mapping.mapper.Mapper`.
 
 ``run_mapping`` is what ``neural-mapping map`` and the benchmarks call. With
-``realtime`` frames arrive at their recorded pace (stamps, or a fixed rate) into a bounded
-drop-oldest queue and the trainer alternates "integrate up to ``frames_per_step`` queued frames,
-one step", as the live ROS node does; otherwise each frame is followed
-by ``cfg.train.steps_per_frame`` steps. Frames whose input index is a multiple of
+``realtime`` frames are put at their recorded pace (stamps, or a fixed rate) into the
+:class:`~neural_mapping.online.OnlineMapper` the live ROS node trains with (bounded drop-oldest
+queue; its trainer alternates "integrate up to ``frames_per_step`` queued frames, one step");
+otherwise each frame is followed by ``cfg.train.steps_per_frame`` steps. Frames whose input index is a multiple of
 ``exclude_every`` are held out (never trained on) and rendered at the end for depth L1
 and PSNR.
 """
@@ -15,16 +15,17 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from neural_mapping.camera import stride_intrinsics
 from neural_mapping.config import MapperConfig, save_yaml, to_flat
 from neural_mapping.frame import Frame
 from neural_mapping.mapper import Mapper
+from neural_mapping.online import OnlineMapper, WarnThrottle
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class RunOptions:
     exclude_every: int = 0  # hold out frames whose index is a multiple of this (0 = none)
     extra_seconds: float = 0.0  # keep training this long after the last frame
     max_frames: int | None = None  # stop reading after this many input frames
-    queue_size: int = 8  # realtime: frames waiting for the trainer (oldest dropped), as the ROS node
-    frames_per_step: int = 1  # realtime: frames integrated between two training steps, as the ROS node
+    queue_size: int = 8  # realtime: frames waiting for the trainer (oldest dropped): OnlineMapper, as the node
+    frames_per_step: int = 1  # realtime: frames integrated between two training steps: OnlineMapper
     progress: bool = True  # tqdm bar
 
 
@@ -96,8 +97,7 @@ def evaluate_frame(mapper: Mapper, index: int, frame: Frame) -> HeldOutResult:
     from neural_mapping.evaluation import depth_l1, psnr
 
     s = _eval_stride(frame)
-    K = frame.K.copy()
-    K[:2] /= s  # pixel (s*i, s*j) of the frame is pixel (i, j) of the strided image
+    K = stride_intrinsics(frame.K, s)  # pixel (s*i, s*j) of the frame is pixel (i, j) of the strided image
     gt_d = frame.depth_m[::s, ::s]
     gt_c = frame.rgb[::s, ::s].astype(np.float32) / 255.0
     H, W = gt_d.shape
@@ -119,55 +119,45 @@ def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, to
     if opts.max_frames is not None and total is not None:
         total = min(total, opts.max_frames)
     bar = tqdm(total=total, disable=not opts.progress, unit="frame", dynamic_ncols=True, leave=False)
-    t0 = None
-    stamp0 = None
-    queue: deque[Frame] = deque()  # realtime: frames that arrived and wait for the trainer
-
-    def integrate(f: Frame) -> None:
-        mapper.add_frame(f)
-        bar.set_postfix(steps=mapper.stats.steps, loss=f"{mapper.stats.last_loss:.4g}", kf=len(mapper.keyframes))
-
-    def train_or_integrate() -> None:
-        """One trainer iteration as in the live node: take up to frames_per_step queued frames, then one step."""
-        for _ in range(min(opts.frames_per_step, len(queue))):
-            integrate(queue.popleft())
-        if mapper.keyframes.latest is not None:
-            mapper.step(1)
-            m.steps_during_frames += 1
-
-    for i, f in enumerate(frames):
-        if opts.max_frames is not None and i >= opts.max_frames:
-            break
-        m.frames_read += 1
-        now = time.perf_counter()
-        if t0 is None:
-            t0, stamp0 = now, f.stamp_ns
-        held_out = bool(opts.exclude_every) and i % opts.exclude_every == 0
-        if opts.realtime:
-            due = t0 + (i / opts.rate_hz if opts.rate_hz else max(0.0, (f.stamp_ns - stamp0) * 1e-9))
-            while time.perf_counter() < due:  # until this frame "arrives": train on what we have
-                if not queue and mapper.keyframes.latest is None:
-                    time.sleep(max(0.0, due - time.perf_counter()))
-                    break
-                train_or_integrate()
+    steps0 = mapper.stats.steps
+    core = None
+    if opts.realtime:  # the live node's training loop: frames queued, the trainer steps in between
+        core = OnlineMapper(mapper, queue_size=opts.queue_size, frames_per_step=opts.frames_per_step,
+                            on_warning=WarnThrottle(log.warning))
+        core.start()
+    t0 = stamp0 = None
+    try:
+        for i, f in enumerate(frames):
+            if opts.max_frames is not None and i >= opts.max_frames:
+                break
+            m.frames_read += 1
+            if t0 is None:
+                t0, stamp0 = time.perf_counter(), f.stamp_ns
+            held_out = bool(opts.exclude_every) and i % opts.exclude_every == 0
             if held_out:
                 held.append((i, f))
+            elif core is not None:
+                due = t0 + (i / opts.rate_hz if opts.rate_hz else max(0.0, (f.stamp_ns - stamp0) * 1e-9))
+                time.sleep(max(0.0, due - time.perf_counter()))  # until this frame "arrives"
+                core.put(f)
             else:
-                queue.append(f)
-                if len(queue) > opts.queue_size:  # bounded, drop-oldest (as the node's queue)
-                    queue.popleft()
-                    m.frames_dropped += 1
-        elif held_out:
-            held.append((i, f))
-        else:
-            integrate(f)
-            if cfg.train.steps_per_frame:
-                mapper.step(cfg.train.steps_per_frame)
-                m.steps_during_frames += cfg.train.steps_per_frame
-        bar.update(1)
-    while queue:  # the last frames still waiting
-        train_or_integrate()
+                mapper.add_frame(f)
+                if cfg.train.steps_per_frame:
+                    mapper.step(cfg.train.steps_per_frame)
+                    m.steps_during_frames += cfg.train.steps_per_frame
+            bar.update(1)
+            bar.set_postfix(steps=mapper.stats.steps, loss=f"{mapper.stats.last_loss:.4g}", kf=len(mapper.keyframes))
+        if core is not None:
+            while not core.wait_until_drained(1.0):  # the last frames still waiting, each trained on once
+                if not core.running:
+                    break
+    finally:
+        if core is not None:
+            core.stop(timeout=60.0)
     bar.close()
+    if core is not None:
+        m.frames_dropped = core.stats().dropped_queue_full
+        m.steps_during_frames = mapper.stats.steps - steps0
     if t0 is None:
         t0 = time.perf_counter()
     if opts.extra_seconds > 0:

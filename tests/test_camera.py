@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from neural_mapping import camera as C
@@ -66,3 +67,23 @@ def test_scale_intrinsics_keeps_pixel_centres():
     K = C.intrinsics(100, 80, 319.5, 239.5)
     K2 = C.scale_intrinsics(K, 0.5, 0.5)
     np.testing.assert_allclose(K2, C.intrinsics(50, 40, 159.5, 119.5))
+
+
+def test_stride_intrinsics_keep_each_kept_pixels_ray():
+    K = np.array([[40.0, 0.5, 31.5], [0, 41.0, 11.5], [0, 0, 1]])
+    K3 = C.stride_intrinsics(K, 3)
+    np.testing.assert_allclose(K3, [[40 / 3, 0.5 / 3, 10.5], [0, 41 / 3, 11.5 / 3], [0, 0, 1]])
+    # pixel (u, v) = (6, 9) of the full image is pixel (2, 3) of the strided one: same ray
+    ray = np.linalg.solve(K, [6.0, 9.0, 1.0])
+    np.testing.assert_allclose(np.linalg.solve(K3, [2.0, 3.0, 1.0]), ray)
+    with pytest.raises(ValueError):
+        C.scale_intrinsics(K, 0.5, 0.5, keep="middle")
+
+
+def test_scale_intrinsics_corner_maps_image_edges_to_image_edges():
+    K = C.intrinsics(100, 80, 10.0, 20.0)
+    K2 = C.scale_intrinsics(K, 2.0, 0.5)
+    # the left/top image edge (-0.5) stays; the right edge of a 64-wide image (63.5) goes to 127.5
+    for u, v in [(-0.5, -0.5), (63.5, 47.5), (10.0, 20.0)]:
+        x = np.linalg.solve(K, [u, v, 1.0])
+        np.testing.assert_allclose(K2 @ x, [(u + 0.5) * 2.0 - 0.5, (v + 0.5) * 0.5 - 0.5, 1.0])

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from neural_mapping.config import ConfigError  # noqa: E402
 from neural_mapping.ros.params import RATE_PARAMS, NodeConfig, declare_all  # noqa: E402
-from neural_mapping.ros.queue import DropOldestQueue  # noqa: E402
+from neural_mapping.frame_queue import DropOldestQueue  # noqa: E402
 
 #: save/load names: one plain file name inside map_dir
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")

@@ -1,8 +1,8 @@
-"""A bounded, thread-safe, drop-oldest queue between ROS callbacks and the trainer.
+"""A bounded, thread-safe, drop-oldest queue between frame producers and the trainer.
 
-Callbacks must never block on the trainer: when the queue is full the oldest
-item is dropped (and counted) so the newest observation always gets in. This is
-pure Python (no rclpy) so it is unit-testable and usable by any producer.
+Producers (ROS callbacks, the realtime runner) must never block on the trainer: when the
+queue is full the oldest item is dropped (and counted) so the newest observation always
+gets in. Used by :class:`neural_mapping.online.OnlineMapper`; pure Python.
 """
 
 from __future__ import annotations

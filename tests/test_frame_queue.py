@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from neural_mapping.ros.queue import DropOldestQueue
+from neural_mapping.frame_queue import DropOldestQueue
 
 
 def test_drop_oldest_keeps_newest_in_order():
