@@ -1,9 +1,9 @@
 """The ``Mapper`` facade: frames in, a trained neural field out.
 
 It composes small parts: a :class:`~neural_mapping.keyframes.KeyframeBuffer` (device-side
-pixels and ray sampling), a field (:mod:`neural_mapping.fields`), ray samplers and volume
-rendering (:mod:`neural_mapping.rendering`), pure losses (:mod:`neural_mapping.losses`),
-an Adam optimiser and a :class:`~neural_mapping.coverage.Coverage` of observed space.
+pixels and ray sampling), a field (:mod:`neural_mapping.fields`), the objective of its kind
+(:mod:`neural_mapping.objectives`: ray samples, loss, rendering, occupancy from values), an
+Adam optimiser and a :class:`~neural_mapping.coverage.Coverage` of observed space.
 The mapped region grows with the observations; nobody gives a bounding box.
 
 ``step``, ``query``, ``render``, ``add_frame`` and ``state_dict`` hold ``self.lock`` (an
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,15 +22,14 @@ import numpy as np
 import torch
 
 from neural_mapping import fastquery
-from neural_mapping import rendering as rd
 from neural_mapping.camera import backproject_depth, image_rays_W
 from neural_mapping.config import MapperConfig, from_dict, to_dict
 from neural_mapping.coverage import Coverage
 from neural_mapping.fields import build_field
 from neural_mapping.frame import Frame, FrameError
-from neural_mapping.keyframes import KeyframeBuffer, RayBatch
-from neural_mapping.losses import (LossTerms, color_loss, depth_loss, eikonal_loss, free_space_loss, sdf_band_loss,
-                                   weighted_total)
+from neural_mapping.keyframes import KeyframeBuffer
+from neural_mapping.losses import LossTerms
+from neural_mapping.objectives import build_objective
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +112,7 @@ class Mapper:
             self.field = build_field(cfg).to(self.device)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.train.seed)
+        self.objective = build_objective(cfg, self.field, self.generator)  # loss and rendering of the kind
         groups = [{"params": self.field.encoding_parameters(), "lr": cfg.train.lr, "eps": 1e-15},
                   {"params": self.field.network_parameters(), "lr": cfg.train.lr_mlp, "weight_decay": 1e-6}]
         groups = [g for g in groups if g["params"]]
@@ -160,19 +159,18 @@ class Mapper:
             return self._reject(f"invalid frame: {e}")
         r = self.cfg.render
         d = frame.depth_m
-        n_ok = int(((d > r.min_depth_m) & (d < r.max_depth_m)).sum())
+        ok = (d > r.min_depth_m) & (d < r.max_depth_m)
+        n_ok = int(ok.sum())
         if n_ok < MIN_VALID_PIXELS:
             return self._reject(f"only {n_ok} depth pixels in [{r.min_depth_m}, {r.max_depth_m}] m")
         with self.lock:
             usable, is_kf = self.keyframes.add(frame)
             if not usable:
                 return self._reject("no usable depth after downsampling")
-            depth = np.where((d > r.min_depth_m) & (d < r.max_depth_m), d, 0).astype(np.float32)
-            pts = backproject_depth(depth, frame.K, frame.T_WC, stride=4)
-            if len(pts):
-                lo, hi = pts.min(0), pts.max(0)
+            pts = backproject_depth(np.where(ok, d, 0).astype(np.float32), frame.K, frame.T_WC, stride=4)
+            if len(pts):  # the observed points and the camera
                 cam = frame.T_WC[:3, 3]
-                lo, hi = np.minimum(lo, cam), np.maximum(hi, cam)
+                lo, hi = np.minimum(pts.min(0), cam), np.maximum(pts.max(0), cam)
                 self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
                 self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
             if is_kf or self.stats.frames_added == 0:
@@ -205,10 +203,7 @@ class Mapper:
             for _ in range(n):
                 batch = self.keyframes.sample(self.cfg.train.rays_per_step, self.cfg.train.latest_frame_fraction,
                                               generator=self.generator)
-                if self.kind == "sdf":
-                    total, terms, ray_loss, ns = self._sdf_loss(batch)
-                else:
-                    total, terms, ray_loss, ns = self._nerf_loss(batch)
+                total, terms, ray_loss, ns = self.objective.loss(batch)
                 self.optimizer.zero_grad(set_to_none=True)
                 total.backward()
                 self.optimizer.step()
@@ -238,91 +233,7 @@ class Mapper:
                 break
         return n
 
-    def _sample_t(self, batch: RayBatch, far: torch.Tensor) -> torch.Tensor:
-        """Sorted sample depths (R, S): stratified in [near, far] plus depth-guided around the depth."""
-        r = self.cfg.render
-        near = torch.full_like(batch.depth, r.near_m)
-        far = torch.maximum(far, near + 1e-3)
-        parts = []
-        if r.n_stratified:
-            parts.append(rd.sample_stratified(near, far, r.n_stratified, generator=self.generator))
-        if r.n_surface:
-            parts.append(rd.sample_surface(batch.depth, r.n_surface, r.surface_std_m, generator=self.generator))
-        t = torch.cat(parts, dim=1)
-        return torch.sort(t, dim=1).values
-
-    def _sdf_loss(self, b: RayBatch):
-        c = self.cfg
-        tr = c.train.truncation_m
-        R = len(b)
-        dn = b.dirs_W.norm(dim=-1)  # (R,)
-        t = self._sample_t(b, b.depth - tr)  # (R, S)
-        S = t.shape[1]
-        pts = (b.origins_W[:, None, :] + t[..., None] * b.dirs_W[:, None, :]).reshape(-1, 3)
-        want_color = c.train.w_color > 0
-        if want_color:  # one more point per ray at the measured surface, for the colour head
-            pts = torch.cat([pts, b.origins_W + b.depth[:, None] * b.dirs_W], 0)
-        eik = c.train.w_eikonal > 0
-        if eik:
-            pts.requires_grad_(True)
-        out = self.field(pts)
-        sdf = out.value[: R * S].view(R, S)
-        back_cfg = tr * c.train.truncation_back
-        # behind the surface, the band of a ray near a silhouette is no deeper than its lateral distance
-        # to the silhouette: past an object's outline lies what other views see as free space
-        back = back_cfg if b.edge_m is None else torch.clamp(b.edge_m, max=back_cfg)[:, None]  # float or (R, 1)
-        l_sdf = sdf_band_loss(sdf, t, b.depth, tr, back)
-        l_free = free_space_loss(sdf, t, b.depth, tr, dn, back_cfg if c.train.behind_prior else None)
-        l_eik = l_depth = l_col = None
-        if eik:
-            g = torch.autograd.grad(out.value[: R * S].sum(), pts, create_graph=True)[0][: R * S]
-            ahead = b.depth[:, None] - t
-            band = ((ahead <= tr) & (ahead >= -back)).reshape(-1)
-            l_eik = eikonal_loss(g[band]) if bool(band.any()) else None
-        if c.train.w_depth > 0:
-            w = rd.weights_from_alpha(rd.neus_alpha(sdf, c.render.sdf_beta))
-            d_pred = (w * t).sum(1) / (w.sum(1) + 1e-6)
-            l_depth = depth_loss(d_pred, b.depth)
-        if want_color:
-            col = self.field.color(out.geo[R * S:], b.dirs_W / dn[:, None])
-            l_col = color_loss(col, b.rgb)
-        total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
-        with torch.no_grad():
-            target = b.depth[:, None] - t
-            band = ((target <= tr) & (target >= -back)).float()
-            ray_loss = ((sdf - target).abs() * band).sum(1) / band.sum(1).clamp_min(1)
-        return total, terms, ray_loss, pts.shape[0]
-
-    def _nerf_loss(self, b: RayBatch):
-        c = self.cfg
-        tr = c.train.truncation_m
-        R = len(b)
-        dn = b.dirs_W.norm(dim=-1)
-        t = self._sample_t(b, b.depth * 1.2 + 0.1)  # (R, S)
-        S = t.shape[1]
-        pts = (b.origins_W[:, None, :] + t[..., None] * b.dirs_W[:, None, :]).reshape(-1, 3)
-        dirs = (b.dirs_W / dn[:, None])[:, None, :].expand(R, S, 3).reshape(-1, 3)
-        out = self.field(pts, dirs)
-        dens = out.value.view(R, S)
-        alpha = rd.alpha_from_density(dens, t, dn)
-        alpha = torch.cat([alpha[:, :-1], torch.zeros_like(alpha[:, :1])], 1)  # as in render: no infinite last bin
-        w = rd.weights_from_alpha(alpha)  # (R, S)
-        col = rd.composite(w, out.color.view(R, S, 3))
-        d_pred = rd.composite(w, t)
-        l_col = color_loss(col, b.rgb)
-        l_depth = depth_loss(d_pred, b.depth)
-        free = ((b.depth[:, None] - t) > tr).float()
-        l_free = (w * w * free).sum() / free.sum().clamp_min(1)  # no weight in front of the surface
-        tc = dataclasses.replace(c.train, w_depth=c.train.w_depth_nerf, w_free=c.train.w_free_nerf)
-        total, terms = weighted_total(tc, free=l_free, depth=l_depth, color=l_col)
-        with torch.no_grad():
-            ray_loss = (d_pred - b.depth).abs() + ((col - b.rgb) ** 2).mean(-1)
-        return total, terms, ray_loss, pts.shape[0]
-
     # ------------------------------------------------------------------ queries
-
-    def _eval_value(self, pts: torch.Tensor) -> torch.Tensor:
-        return self.field(pts).value
 
     def query(self, pts_W: np.ndarray, want_gradient: bool = False, want_color: bool = False,
               chunk: int = 65536) -> QueryResult:
@@ -360,87 +271,24 @@ class Mapper:
         return QueryResult(vals, grads, occ, cols)
 
     def occupancy_from_value(self, vals: np.ndarray) -> np.ndarray:
-        """Occupancy probability from field values: sigmoid(-sdf / (tr / 10)) for sdf,
-        1 - exp(-density * occupancy.resolution_m) for nerf."""
-        v = np.asarray(vals, dtype=np.float64)
-        if self.kind == "sdf":
-            s = self.cfg.train.truncation_m / 10.0
-            return (0.5 * (1.0 + np.tanh(-v / (2 * s)))).astype(np.float32)  # = sigmoid(-v/s), overflow-free
-        return (1.0 - np.exp(-np.maximum(v, 0) * self.cfg.occupancy.resolution_m)).astype(np.float32)
+        """Occupancy probability from field values (the objective's rule: sigmoid(-sdf / (tr / 10))
+        for sdf, 1 - exp(-density * occupancy.resolution_m) for nerf)."""
+        return self.objective.occupancy_from_value(vals)
 
     # ------------------------------------------------------------------ rendering
 
     def render(self, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, chunk: int = 8192) -> RenderResult:
         """Colour, z-depth and opacity images seen from camera pose T_WC (4x4) with intrinsics K."""
-        color = np.zeros((H * W, 3), np.float32)
-        depth = np.zeros(H * W, np.float32)
-        opac = np.zeros(H * W, np.float32)
         b = self.bounds()
         if b is None:
-            return RenderResult(color.reshape(H, W, 3), depth.reshape(H, W), opac.reshape(H, W))
+            return RenderResult(np.zeros((H, W, 3), np.float32), np.zeros((H, W), np.float32),
+                                np.zeros((H, W), np.float32))
         with self.lock:
             self.field.eval()
-            o_all, d_all = image_rays_W(np.asarray(T_WC, np.float64), np.asarray(K, np.float64), H, W, device=self.device)
-            lo = torch.as_tensor(b[0], dtype=torch.float32, device=self.device)
-            hi = torch.as_tensor(b[1], dtype=torch.float32, device=self.device)
-            for s in range(0, H * W, chunk):
-                o, d = o_all[s:s + chunk], d_all[s:s + chunk]
-                t_in, t_out = rd.ray_aabb(o, d, lo, hi)  # in z-depth units (d is z-scaled)
-                t_in = torch.clamp(t_in, min=self.cfg.render.near_m)
-                t_out = torch.clamp(t_out, max=self.cfg.render.far_m)
-                if self.kind == "sdf":
-                    c, z, a = self._render_sdf(o, d, t_in, t_out)
-                else:
-                    c, z, a = self._render_nerf(o, d, t_in, t_out)
-                color[s:s + chunk] = c.cpu().numpy()
-                depth[s:s + chunk] = z.cpu().numpy()
-                opac[s:s + chunk] = a.cpu().numpy()
+            o, d = image_rays_W(np.asarray(T_WC, np.float64), np.asarray(K, np.float64), H, W, device=self.device)
+            lo, hi = (torch.as_tensor(x, dtype=torch.float32, device=self.device) for x in b)
+            color, depth, opac = self.objective.render_image(o, d, lo, hi, chunk)
         return RenderResult(color.reshape(H, W, 3), depth.reshape(H, W), opac.reshape(H, W))
-
-    @torch.no_grad()
-    def _render_sdf(self, o, d, t_in, t_out):
-        dn = d.norm(dim=-1)
-        du = d / dn[:, None]
-        valid = t_out > t_in
-        t, hit = rd.sphere_trace(self._eval_value, o, du, t_in * dn, t_out * dn,
-                                 n_steps=self.cfg.render.render_samples, eps=1e-3)
-        hit &= valid
-        z = torch.where(hit, t / dn, torch.zeros_like(t))
-        col = torch.zeros_like(o)
-        if bool(hit.any()):
-            ih = hit.nonzero().squeeze(1)
-            out = self.field(o[ih] + t[ih, None] * du[ih])
-            col[ih] = self.field.color(out.geo, du[ih])
-        return col, z, hit.float()
-
-    @torch.no_grad()
-    def _render_nerf(self, o, d, t_in, t_out):
-        R = o.shape[0]
-        dn = d.norm(dim=-1)
-        du = d / dn[:, None]
-        valid = t_out > t_in
-        t_out = torch.where(valid, t_out, t_in + 1e-3)
-        n_c = self.cfg.render.render_samples // 2
-        n_f = self.cfg.render.render_samples - n_c
-        t_c = rd.sample_stratified(t_in, t_out, n_c, perturb=False)  # (R, n_c)
-        dens = self.field(
-            (o[:, None] + t_c[..., None] * d[:, None]).reshape(-1, 3)).value.view(R, n_c)
-        w = rd.weights_from_alpha(rd.alpha_from_density(dens, t_c, dn))
-        edges = torch.cat([t_in[:, None], 0.5 * (t_c[:, 1:] + t_c[:, :-1]), t_out[:, None]], 1)  # (R, n_c+1)
-        t_f = rd.sample_pdf(edges, w, n_f, perturb=False)
-        t = torch.sort(torch.cat([t_c, t_f], 1), 1).values
-        S = t.shape[1]
-        out = self.field((o[:, None] + t[..., None] * d[:, None]).reshape(-1, 3),
-                         du[:, None].expand(R, S, 3).reshape(-1, 3))
-        dens = out.value.view(R, S)
-        alpha = rd.alpha_from_density(dens, t, dn)
-        alpha = torch.cat([alpha[:, :-1], torch.zeros_like(alpha[:, :1])], 1)  # nothing beyond the box
-        w = rd.weights_from_alpha(alpha)
-        acc = w.sum(1)
-        col = rd.composite(w, out.color.view(R, S, 3))
-        z = rd.composite(w, t) / acc.clamp_min(1e-6)
-        z = torch.where(valid & (acc > 0.5), z, torch.zeros_like(z))
-        return col, z, acc * valid
 
     # ------------------------------------------------------------------ copies
 
@@ -497,10 +345,11 @@ class Mapper:
 
         With the config this mapper already has, its modules are kept and the weights copied into
         them: no re-initialisation (a hash table the weights then overwrite costs ~0.2 s at the
-        cpu preset); the optimiser state is cleared and the keyframes emptied, as a rebuild would,
-        unless ``d`` holds them. Another config rebuilds everything (initialised from its seed;
-        torch's global RNG is never touched). ``coverage`` (a :class:`Coverage`, e.g. a deep copy that keeps
-        its per-block update stamps) is used instead of ``d``'s.
+        cpu preset); the optimiser state is cleared, the keyframes emptied and the generator
+        reseeded, as a rebuild would, unless ``d`` holds them. Another config rebuilds everything
+        (initialised from its seed; torch's global RNG is never touched). ``coverage`` (a
+        :class:`Coverage`, e.g. a deep copy that keeps its per-block update stamps) is used
+        instead of ``d``'s.
         """
         if not isinstance(d, dict) or "field" not in d or "cfg" not in d:
             raise ValueError("not a Mapper state dict (missing 'field' or 'cfg')")
@@ -512,6 +361,7 @@ class Mapper:
             if d["cfg"] == to_dict(self.cfg):
                 self.optimizer.state.clear()
                 self.keyframes = self._new_keyframes()
+                self.generator.manual_seed(self.cfg.train.seed)
                 self.last_terms = LossTerms()
             else:
                 self.cfg = from_dict(d["cfg"])

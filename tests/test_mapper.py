@@ -152,6 +152,8 @@ def test_load_state_dict_reuses_modules_with_the_same_config():
     assert snap.field.encoding_parameters()[0] is table  # copied into the same tensors, not rebuilt
     assert torch.equal(torch.get_rng_state(), rng)  # and torch's RNG untouched
     assert len(snap.keyframes) == 0 and not snap.optimizer.state
+    fresh = torch.Generator().manual_seed(snap.cfg.train.seed)  # the sample sequence restarts, as on a rebuild
+    assert torch.equal(snap.generator.get_state(), fresh.get_state())
     ref = Mapper.from_state_dict(m.state_dict())
     pts = np.random.default_rng(0).uniform(-2, 2, (500, 3))
     np.testing.assert_array_equal(snap.query(pts).sdf, ref.query(pts).sdf)
