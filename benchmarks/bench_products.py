@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +38,7 @@ from neural_mapping.coverage import Coverage  # noqa: E402
 from neural_mapping.evaluation import mesh_metrics  # noqa: E402
 from neural_mapping.io.synthetic import scene_parts, synthetic_sequence  # noqa: E402
 from neural_mapping.mapper import Mapper  # noqa: E402
+from neural_mapping.products.occupancy import band_heights  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- ground truth
@@ -66,16 +68,25 @@ def scene_sdf(p: np.ndarray) -> np.ndarray:
 
 
 class AnalyticMap:
-    """Duck-typed mapper answering with the exact scene SDF over a real coverage record."""
+    """A map (products.MapView) answering with the exact scene SDF over a real coverage record;
+    its field never changes, so it is its own snapshot."""
 
     def __init__(self, cfg, coverage, bounds):
         self.cfg, self.coverage, self._b = cfg, coverage, bounds
-        self.lock = None
+        self.lock = threading.RLock()
+        self.stats = SimpleNamespace(steps=0)
+        self.field = scene_sdf
         self.seconds = 0.0
         self.n = 0
 
     def bounds(self):
         return self._b
+
+    def snapshot(self, into=None):
+        return self
+
+    def occupancy_from_value(self, vals):
+        return (np.asarray(vals) <= 0).astype(np.float32)
 
     def query(self, pts_W, want_gradient=False, want_color=False, chunk=65536):
         t = time.perf_counter()
@@ -117,7 +128,7 @@ def bench_occupancy(mapper, frames, res=0.05, z_min=0.1, z_max=1.5) -> dict:
     ys, xs = np.mgrid[0:H, 0:W]
     cx = sl.origin_xy[0] + (xs.ravel() + 0.5) * res
     cy = sl.origin_xy[1] + (ys.ravel() + 0.5) * res
-    zs = P._band_heights(z_min, z_max, res)
+    zs = band_heights(z_min, z_max, res)
     # ground truth per column: occupied if a solid part touches a sample cell (sdf <= res/2 at
     # its centre); observed if the sensor reached some sample cell of the column
     gt_occ = np.zeros(H * W, bool)

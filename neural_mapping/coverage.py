@@ -218,6 +218,11 @@ class Coverage:
         """The observed voxels as a dense mask with its origin (a copy)."""
         return VoxelMask(self.voxel_m, self._origin.copy(), self._state != 0)
 
+    def surface_mask(self) -> "VoxelMask":
+        """The observed-surface voxels (those holding a depth point) as a dense mask with its
+        origin (a copy; same origin and shape as :meth:`observed_mask`)."""
+        return VoxelMask(self.voxel_m, self._origin.copy(), (self._state & SURFACE) != 0)
+
     @property
     def n_observed(self) -> int:
         return int(np.count_nonzero(self._state))

@@ -26,6 +26,11 @@ def test_free_surface_and_unknown_along_the_optical_axis():
     assert list(st[:4] & FREE) == [FREE] * 4
     assert st[4] & SURFACE
     assert list(st[5:]) == [0, 0]
+    # the surface voxels as a mask on the observed mask's lattice
+    surf, seen = cov.surface_mask(), cov.observed_mask()
+    assert surf.mask.shape == seen.mask.shape and np.array_equal(surf.origin, seen.origin)
+    assert list(surf.contains(pts)) == [False] * 4 + [True, False, False]
+    assert not (surf.mask & ~seen.mask).any() and surf.mask.sum() < seen.mask.sum()
     # outside the field of view (x far to the side at z = 1) is unknown
     assert not cov.observed(np.array([[1.5, 0.0, 1.0], [0.0, -1.5, 1.0], [0.0, 0.0, -0.5]])).any()
 
@@ -46,7 +51,7 @@ def test_depth_beyond_max_marks_free_space_only_and_invalid_marks_nothing():
     cov.update(wall_frame(5.0), max_depth_m=3.0, stride=2)
     st = cov.state_at(np.array([[0.03, 0.03, 2.5], [0.03, 0.03, 2.95], [0.03, 0.03, 3.5], [0.03, 0.03, 5.0]]))
     assert st[0] == FREE and st[1] == FREE and st[2] == 0 and st[3] == 0
-    assert not (cov._state & SURFACE).any()
+    assert not cov.surface_mask().any()
     empty = Coverage(0.1)
     empty.update(wall_frame(0.0), max_depth_m=3.0)
     assert empty.bounds() is None and empty.n_observed == 0
