@@ -6,7 +6,7 @@
      steps of the node at 320x240, 640x480 full resolution and 640x480 with the default input_max_width;
      ratios to 320x240. Target: the queue never grows (bounded) and the node receives what is sent
   3. ~/query_field with 100 k points, end to end over DDS from a Python client (with Point messages, and
-     with numpy arrays through ros/fast_srv.use_arrays), sdf only and with gradients, while training and
+     with numpy arrays through ros/fastpath.use_arrays), sdf only and with gradients, while training and
      paused, target <= 0.5 s
   4. mesh publish after a change (the node's kept extractor, extract(full=False) + Marker bytes) at the
      cpu preset, target <= 1 s, against a fresh full extraction
@@ -44,7 +44,7 @@ def bench_convert(n: int = 200) -> None:
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.ros import convert
     from neural_mapping.ros import convert_out as co
-    from neural_mapping.ros.node import frame_from_synced
+    from neural_mapping.ros.sync import frame_from_synced
     from neural_mapping.ros.sync import SyncedSet
 
     f = synthetic_sequence(n_frames=1, width=640, height=480).frames[0]
@@ -78,7 +78,7 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.mapper import Mapper
     from neural_mapping.products import MeshExtractor
-    from neural_mapping.ros import convert_out as co
+    from neural_mapping.ros import fastpath
     from neural_mapping.ros.params import NodeConfig
 
     seq = synthetic_sequence(n_frames=30, width=320, height=240)
@@ -113,7 +113,7 @@ def bench_mesh(train_steps: int = 300, change_steps: int = 25) -> None:
             t1 = time.perf_counter()
             mesh = kept[v].extract(full=False, budget_s=budget)
             t2 = time.perf_counter()
-            data = co.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
+            data = fastpath.mesh_to_marker_cdr(mesh, "map")  # what the node publishes
             t3 = time.perf_counter()
             st = kept[v].stats
             total = t_snap + (t3 - t1)
@@ -142,7 +142,7 @@ def bench_input_quality(steps_per_frame: int = 10, extra_steps: int = 150) -> No
     from neural_mapping.config import preset
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.mapper import Mapper
-    from neural_mapping.ros.node import frame_from_synced
+    from neural_mapping.ros.sync import frame_from_synced
     from neural_mapping.ros.sync import SyncedSet
 
     torch.manual_seed(0)
@@ -364,14 +364,14 @@ def bench_node(seconds: float, full_res: bool = True) -> None:
         rng = np.random.default_rng(0)
         pts = rng.uniform([-2.4, -1.9, 0.1], [2.4, 1.9, 2.5], size=(100_000, 3))
 
-        from neural_mapping.ros.fast_srv import use_arrays
+        from neural_mapping.ros.fastpath import use_arrays
 
         array_cli = client.wait_for_service(QueryField, "query_field")
         ArrayRequest = use_arrays(array_cli)
 
         def query_3x(label, want_gradient=False, arrays=False):
             """Median of 3 calls; the client builds Point messages (not counted) or, with ``arrays``,
-            sends and receives numpy arrays (ros/fast_srv.use_arrays; building counted)."""
+            sends and receives numpy arrays (ros/fastpath.use_arrays; building counted)."""
             times, build = [], []
             for _ in range(3):
                 t0 = time.perf_counter()

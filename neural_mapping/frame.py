@@ -88,3 +88,50 @@ class Frame:
     @property
     def n_valid_depth(self) -> int:
         return int((self.depth_m > 0).sum())
+
+
+# ----------------------------------------------------------------------------- resampling at the edge
+
+
+def resize_nearest(img: np.ndarray, H: int, W: int) -> np.ndarray:
+    """Nearest-neighbour resize of (h, w, ...) to (H, W, ...) by pixel-centre sampling."""
+    h, w = img.shape[:2]
+    rows = np.minimum(((np.arange(H) + 0.5) * h / H).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(W) + 0.5) * w / W).astype(np.int64), w - 1)
+    return np.ascontiguousarray(img[rows][:, cols])
+
+
+def input_stride(width: int, max_width: int | None) -> int:
+    """Smallest integer stride that makes an image ``width`` px wide at most ``max_width`` px (None: 1)."""
+    if not max_width or max_width <= 0 or width <= max_width:
+        return 1
+    return -(-int(width) // int(max_width))
+
+
+def frame_from_images(rgb: np.ndarray, depth_m: np.ndarray, K: np.ndarray, T_WC: np.ndarray, stamp_ns: int = 0,
+                      max_width: int | None = None) -> Frame:
+    """A Frame from a colour image (h, w, 3) uint8 of any size and a depth image (H, W) with its intrinsics K.
+
+    Depth's intrinsics are used; a colour image of another size is resized to depth. ``max_width``:
+    depth wider than this is subsampled by the smallest integer stride s that brings it within
+    (every s-th pixel from the first, ``camera.stride_intrinsics``, so each kept pixel keeps its ray)
+    and colour is sampled at the centres of the kept depth pixels. FrameError when unusable.
+    """
+    from neural_mapping.camera import stride_intrinsics
+
+    H, W = depth_m.shape[:2]
+    st = input_stride(W, max_width)
+    if st > 1:
+        depth_m = np.ascontiguousarray(depth_m[::st, ::st])
+        K = stride_intrinsics(K, st)
+        h, w = rgb.shape[:2]
+        Hs, Ws = depth_m.shape
+        if (h, w) == (H, W):
+            rgb = np.ascontiguousarray(rgb[::st, ::st])
+        else:  # colour at the centres of the kept depth pixels
+            rows = np.minimum(((np.arange(Hs) * st + 0.5) * h / H).astype(np.int64), h - 1)
+            cols = np.minimum(((np.arange(Ws) * st + 0.5) * w / W).astype(np.int64), w - 1)
+            rgb = np.ascontiguousarray(rgb[rows][:, cols])
+    elif rgb.shape[:2] != (H, W):
+        rgb = resize_nearest(rgb, H, W)
+    return Frame(rgb=rgb, depth_m=depth_m, K=K, T_WC=T_WC, stamp_ns=int(stamp_ns))

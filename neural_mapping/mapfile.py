@@ -24,6 +24,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,6 +43,37 @@ _NUMPY_PATHS = "__numpy_paths__"
 
 class MapFileError(InputError):
     """A map file that cannot be used: missing, not a map, another version, truncated, corrupted."""
+
+
+# ----------------------------------------------------------------------------- names inside a map directory
+
+#: save/load names given by clients (the node's save_map/load_map): one plain file name inside map_dir
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+
+
+def check_map_name(name: str) -> str | None:
+    """None if ``name`` is an acceptable map file name, else the reason it is refused."""
+    if not name:
+        return "empty name"
+    if "/" in name or "\\" in name or os.sep in name:
+        return f"name {name!r} contains a path separator; give a plain file name inside map_dir"
+    if ".." in name:
+        return f"name {name!r} contains '..'"
+    if not _NAME_RE.match(name):
+        return f"name {name!r} has characters other than letters, digits, '_', '-', '.' or starts with '.'"
+    return None
+
+
+def resolve_in_dir(map_dir: str, name: str) -> Path:
+    """Absolute path of ``name`` inside ``map_dir``; ValueError if it would leave the directory."""
+    why = check_map_name(name)
+    if why:
+        raise ValueError(why)
+    root = Path(os.path.expanduser(map_dir)).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise ValueError(f"name {name!r} resolves outside map_dir {root}")
+    return path
 
 
 # ----------------------------------------------------------------------------- numpy <-> tensor
@@ -198,4 +230,5 @@ def load_map(path: str | Path, device: str | torch.device | None = None):
         raise MapFileError(f"{path}: map file does not match this version of neural_mapping: {e}") from None
 
 
-__all__ = ["MapFileError", "save_map", "load_map", "load_state", "read_header", "FORMAT_VERSION"]
+__all__ = ["MapFileError", "save_map", "load_map", "load_state", "read_header", "FORMAT_VERSION", "check_map_name",
+           "resolve_in_dir"]

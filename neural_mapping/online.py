@@ -80,6 +80,7 @@ class OnlineMapper:
         self.last_error = ""
         self.latest_frame: Frame | None = None  # the last frame integrated (the node renders from its camera)
         self._paused = bool(paused)
+        self._nothing_to_train = False  # the last step found no keyframe (a loaded map): wait for a frame
         self._state_lock = threading.Lock()  # paused vs. the trainer starting a busy section
         self._idle = threading.Event()  # set while the trainer neither integrates nor steps
         self._idle.set()
@@ -228,6 +229,7 @@ class OnlineMapper:
 
     def _new_lineage(self, mapper: Mapper) -> None:
         self.mapper = mapper
+        self._nothing_to_train = False
         self._counts["cleared"] += self.queue.clear()
         self._step_times.clear()
         self.last_error = ""
@@ -302,7 +304,7 @@ class OnlineMapper:
         self._run_jobs()  # answer what was handed over before the stop
 
     def _can_step(self) -> bool:
-        return not self._paused and self.mapper.stats.frames_added > 0
+        return not self._paused and not self._nothing_to_train and self.mapper.stats.frames_added > 0
 
     def _train_once(self) -> None:
         t_end = time.monotonic() + READER_HOLD_S
@@ -334,7 +336,8 @@ class OnlineMapper:
                 n += 1
                 frame = self.queue.get_nowait() if n < self.frames_per_step else None
             if self._can_step() and not self._stop.is_set():
-                self.mapper.step(1)
+                # a loaded map has frames but no keyframes to train on: wait for a frame, do not spin
+                self._nothing_to_train = getattr(self.mapper.step(1), "rays", 1) == 0
                 now = time.monotonic()
                 self._step_times.append((now, self.mapper.stats.steps))
                 while self._step_times and now - self._step_times[0][0] > self.rate_window_s:
@@ -351,6 +354,7 @@ class OnlineMapper:
             self._warn("dropped_refused", f"the mapper refused a frame: {e}")
             return
         self._counts["integrated"] += 1
+        self._nothing_to_train = False
         self.latest_frame = frame
 
     def _resolve(self, n: int) -> None:

@@ -190,3 +190,20 @@ def test_cli_bad_input_is_one_line_and_exit_2(saved, tmp_path, capsys):
         assert cli(*argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and msg in err, err
+
+
+@pytest.mark.parametrize("name", ["../x", "..", "a/b", "/etc/passwd", "a\\b", ".hidden", "", "x..y", "bad name"])
+def test_bad_map_names_are_refused(name, tmp_path):
+    from neural_mapping.mapfile import check_map_name, resolve_in_dir
+
+    assert check_map_name(name) is not None
+    with pytest.raises(ValueError):
+        resolve_in_dir(str(tmp_path), name)
+
+
+def test_good_map_name_resolves_inside_map_dir(tmp_path):
+    from neural_mapping.mapfile import check_map_name, resolve_in_dir
+
+    assert check_map_name("office_2024-01.map") is None
+    p = resolve_in_dir(str(tmp_path), "office.map")
+    assert p == (tmp_path / "office.map").resolve() and p.parent == tmp_path.resolve()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from neural_mapping.camera import make_T, quat_to_R
-from neural_mapping.ros.sync import ApproxSync
+from neural_mapping.frame import input_stride, resize_nearest
+from neural_mapping.ros.sync import ApproxSync, SyncedSet, frame_from_synced
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 10**9
@@ -94,3 +95,66 @@ def test_bounded_queue_drops_oldest():
 def test_bad_settings():
     with pytest.raises(ValueError):
         ApproxSync(slop_s=-1)
+
+
+# ----------------------------------------------------------------------------- synced set -> Frame
+
+
+def test_resize_nearest_picks_pixel_centres():
+    img = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    np.testing.assert_array_equal(resize_nearest(img, 2, 2), [[5, 7], [13, 15]])
+    up = resize_nearest(np.array([[1, 2]], np.uint8), 2, 4)
+    np.testing.assert_array_equal(up, [[1, 1, 2, 2], [1, 1, 2, 2]])
+
+
+def _set(rgb, depth, info_size):
+    K = np.array([[50.0, 0, 15.5], [0, 50.0, 11.5], [0, 0, 1]])
+    return SyncedSet(stamp_ns=42, color=rgb, depth=depth, info=(K, info_size), T_WC=np.eye(4))
+
+
+def test_frame_from_synced_resizes_colour_to_depth():
+    rgb = np.zeros((48, 64, 3), np.uint8)
+    rgb[:, 32:] = 200
+    depth = np.full((24, 32), 1.5, np.float32)
+    f = frame_from_synced(_set(rgb, depth, (32, 24)))
+    assert f.rgb.shape == (24, 32, 3) and f.stamp_ns == 42
+    assert f.rgb[0, 0, 0] == 0 and f.rgb[0, 31, 0] == 200
+    np.testing.assert_allclose(f.K[0, 0], 50.0)  # depth's intrinsics are kept
+
+
+def test_frame_from_synced_refuses_camera_info_of_another_size():
+    with pytest.raises(ValueError, match="camera_info is for 64x48"):
+        frame_from_synced(_set(np.zeros((24, 32, 3), np.uint8), np.ones((24, 32), np.float32), (64, 48)))
+
+
+def test_input_stride():
+    assert [input_stride(w, 320) for w in (160, 320, 321, 640, 641, 1280)] == [1, 1, 2, 2, 3, 4]
+    assert input_stride(1280, None) == 1
+
+
+def test_frame_from_synced_subsamples_wide_input_keeping_each_pixel_ray():
+    from neural_mapping.camera import backproject_depth
+
+    H, W = 24, 64
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 3.0, (H, W)).astype(np.float32)
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    K = np.array([[40.0, 0, 31.5], [0, 41.0, 11.5], [0, 0, 1]])
+    T = np.eye(4)
+    T[:3, 3] = [0.5, -0.2, 1.0]
+    s = SyncedSet(stamp_ns=7, color=rgb, depth=depth, info=(K, (W, H)), T_WC=T)
+    f = frame_from_synced(s, max_width=30)  # stride 3
+    assert f.depth_m.shape == (8, 22) and f.rgb.shape == (8, 22, 3)
+    np.testing.assert_array_equal(f.depth_m, depth[::3, ::3])
+    np.testing.assert_array_equal(f.rgb, rgb[::3, ::3])  # colour of the kept depth pixels
+    np.testing.assert_allclose(f.K, [[40 / 3, 0, 31.5 / 3], [0, 41 / 3, 11.5 / 3], [0, 0, 1]])
+    # each kept pixel back-projects to the same 3-D point as in the full image
+    full = backproject_depth(depth, K, T, stride=3)
+    sub = backproject_depth(f.depth_m, f.K, T, stride=1)
+    np.testing.assert_allclose(sub, full, atol=1e-5)
+    # colour of another size is sampled at the centres of the kept depth pixels
+    big = np.repeat(np.repeat(rgb, 2, axis=0), 2, axis=1)  # (48, 128, 3): 2x2 blocks of the same colour
+    f2 = frame_from_synced(SyncedSet(stamp_ns=7, color=big, depth=depth, info=(K, (W, H)), T_WC=T), max_width=30)
+    np.testing.assert_array_equal(f2.rgb, rgb[::3, ::3])
+    # within the width: untouched
+    assert frame_from_synced(s, max_width=64).depth_m.shape == (H, W)

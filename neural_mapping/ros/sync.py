@@ -212,3 +212,19 @@ class ApproxSync:
                 continue
             out.append(self._emit(p, T))
         return out
+
+
+def frame_from_synced(s: SyncedSet, max_width: int | None = None):
+    """SyncedSet of converted arrays (color (h,w,3) uint8, depth (H,W) m, info (K, (w,h)), T_WC) -> Frame.
+
+    Resampling as :func:`neural_mapping.frame.frame_from_images` (depth's intrinsics; colour resized
+    or sampled at the kept depth pixels; subsampled to at most ``max_width``). ValueError when the
+    camera_info describes another size than the depth image, or the frame is unusable.
+    """
+    from neural_mapping.frame import frame_from_images
+
+    K, (w_info, h_info) = s.info
+    H, W = s.depth.shape
+    if (w_info, h_info) != (0, 0) and (w_info, h_info) != (W, H):
+        raise ValueError(f"depth camera_info is for {w_info}x{h_info} but the depth image is {W}x{H}")
+    return frame_from_images(s.color, s.depth, K, s.T_WC, s.stamp_ns, max_width)
