@@ -34,8 +34,8 @@ def param(default: Any, doc: str, *, lo: float | None = None, hi: float | None =
     return field(default=default, metadata=md)
 
 
-class _Group:
-    """Base for config groups: validates every field from its metadata."""
+class ConfigGroup:
+    """Base for config groups (here and ros/params.NodeConfig): validates every field from its metadata."""
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -66,7 +66,7 @@ class _Group:
 
 
 @dataclass
-class EncodingConfig(_Group):
+class EncodingConfig(ConfigGroup):
     _prefix = "encoding."
 
     kind: str = param("hashgrid", "Position encoding of the field", choices=("hashgrid", "fourier", "gaussian", "none"))
@@ -85,7 +85,7 @@ class EncodingConfig(_Group):
 
 
 @dataclass
-class FieldConfig(_Group):
+class FieldConfig(ConfigGroup):
     _prefix = "field."
 
     kind: str = param("sdf", "Field kind: signed distance or NeRF radiance field", choices=("sdf", "nerf"))
@@ -101,7 +101,7 @@ class FieldConfig(_Group):
 
 
 @dataclass
-class RenderConfig(_Group):
+class RenderConfig(ConfigGroup):
     _prefix = "render."
 
     n_stratified: int = param(16, "Stratified samples per ray between near and far", lo=0, hi=1024)
@@ -122,7 +122,7 @@ class RenderConfig(_Group):
 
 
 @dataclass
-class TrainConfig(_Group):
+class TrainConfig(ConfigGroup):
     _prefix = "train."
 
     rays_per_step: int = param(4096, "Rays sampled per training step", lo=16, hi=1 << 20)
@@ -145,7 +145,7 @@ class TrainConfig(_Group):
 
 
 @dataclass
-class KeyframeConfig(_Group):
+class KeyframeConfig(ConfigGroup):
     _prefix = "keyframes."
 
     min_translation_m: float = param(0.10, "New keyframe after this much translation (m)", lo=0.0)
@@ -156,7 +156,7 @@ class KeyframeConfig(_Group):
 
 
 @dataclass
-class MeshConfig(_Group):
+class MeshConfig(ConfigGroup):
     _prefix = "mesh."
 
     voxel_m: float = param(0.02, "Marching-cubes voxel size (m)", lo=1e-3, hi=1.0)
@@ -165,7 +165,7 @@ class MeshConfig(_Group):
 
 
 @dataclass
-class OccupancyConfig(_Group):
+class OccupancyConfig(ConfigGroup):
     _prefix = "occupancy."
 
     resolution_m: float = param(0.05, "Occupancy voxel / cell size (m)", lo=1e-3, hi=5.0)
@@ -180,7 +180,7 @@ class OccupancyConfig(_Group):
 
 
 @dataclass
-class MapperConfig(_Group):
+class MapperConfig(ConfigGroup):
     """Everything the core needs. Groups map to dotted ROS parameter names."""
 
     device: str = param("auto", "Compute device: auto (cuda when available), cpu or cuda", choices=("auto", "cpu", "cuda"))
@@ -192,8 +192,6 @@ class MapperConfig(_Group):
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
 
-
-GROUPS = ("encoding", "field", "render", "train", "keyframes", "mesh", "occupancy")
 
 #: Presets: overrides on top of the defaults, as dotted names.
 PRESETS: dict[str, dict[str, Any]] = {

@@ -14,7 +14,15 @@ def test_demo_writes_every_output_and_scores_the_mesh(tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames_added"] + m["frames_held_out"] + m["frames_dropped"] == 30
     mv = m["mesh_vs_gt"]
-    assert 0.0 <= mv["fscore_5cm"] <= 1.0 and mv["n_gt_points"] > 0
+    # 1 s of frames + 3 s of training on a 2-core machine: 9-15 frames integrated (the others dropped while
+    # training, so how much of the room is mapped depends on the load), 16-20 steps. Measured: precision@5cm
+    # 0.94-0.98, accuracy 2.0-2.4 cm, recall@5cm 0.58-0.87, F@5cm 0.73-0.91, held-out depth L1 4.5-5.7 cm.
+    # What the map shows must be right; an untrained field, wrong poses or a broken mesh extraction give an
+    # empty mesh or surfaces off the ground truth, far below these bounds
+    assert mv["n_gt_points"] > 0 and mv["n_pred_points"] > 0
+    assert mv["precision_5cm"] >= 0.85 and mv["accuracy_cm"] < 4.0, mv
+    assert mv["fscore_5cm"] >= 0.6 and mv["recall_5cm"] >= 0.4, mv
+    assert m["held_out_depth_l1_m"] < 0.10, m["held_out"]
     assert "neural_mapping demo" in capsys.readouterr().out
 
 

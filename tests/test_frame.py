@@ -54,6 +54,24 @@ def test_bad_depth_becomes_invalid_and_is_counted():
     assert f.n_valid_depth == 17
 
 
-def test_rotation_tolerance():
+@pytest.mark.parametrize("err", [0.0, 0.5e-3, 0.99e-3, 1.01e-3, 5e-3])
+def test_rotation_tolerance_is_1e_3_on_r_transpose_r(err):
     R = quat_to_R([0.1, 0.2, 0.3, 0.9])
-    _frame(T_WC=make_T(R + 1e-5, [1, 2, 3]))  # within 1e-3: accepted
+    T = make_T(np.sqrt(1.0 + err) * R, [1, 2, 3])  # (sR)^T (sR) - I = (s^2 - 1) I: max |R^T R - I| = err
+    if err <= 1e-3:
+        np.testing.assert_array_equal(_frame(T_WC=T).T_WC, T)  # accepted as given, not re-orthonormalised
+    else:
+        with pytest.raises(FrameError, match=rf"T_WC rotation is not orthonormal \(max \|R\^T R - I\| = {err:.2g}\)"):
+            _frame(T_WC=T)
+
+
+def test_rotation_tolerance_applies_to_shear_and_reflection():
+    R = quat_to_R([0.1, 0.2, 0.3, 0.9])
+    shear = np.eye(3)
+    shear[0, 1] = 0.9e-3  # R^T R - I has off-diagonal entries 0.9e-3: accepted
+    _frame(T_WC=make_T(R @ shear, [0, 0, 0]))
+    shear[0, 1] = 1.2e-3
+    with pytest.raises(FrameError, match="not orthonormal"):
+        _frame(T_WC=make_T(R @ shear, [0, 0, 0]))
+    with pytest.raises(FrameError, match="not orthonormal"):  # orthonormal, but a reflection (det -1)
+        _frame(T_WC=make_T(-R, [0, 0, 0]))

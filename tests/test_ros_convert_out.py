@@ -32,21 +32,6 @@ def test_mesh_marker_triangles_and_colours_round_trip():
     assert m.pose.orientation.w == 1.0 and m.scale.x == 1.0
 
 
-@pytest.mark.parametrize("n_sub, colored", [(0, True), (1, False), (6, True)])
-def test_marker_cdr_bytes_deserialize_to_the_same_marker(n_sub, colored):
-    from visualization_msgs.msg import Marker
-
-    mesh = o3d.geometry.TriangleMesh.create_sphere(1.0, 3 + n_sub)
-    if colored:
-        mesh.vertex_colors = o3d.utility.Vector3dVector(np.random.default_rng(n_sub).random((len(mesh.vertices), 3)))
-    raw = co.mesh_to_marker_cdr(mesh, "map", 123_456_789_012, "mesh", 3)
-    got = deserialize_message(raw, Marker)
-    assert got == roundtrip(co.mesh_to_marker(mesh, "map", 123_456_789_012, "mesh", 3))
-    assert len(got.points) == 3 * len(mesh.triangles) and len(got.colors) == (len(got.points) if colored else 0)
-    empty = deserialize_message(co.mesh_to_marker_cdr(o3d.geometry.TriangleMesh(), "map"), Marker)
-    assert empty.action == Marker.DELETE
-
-
 def test_empty_mesh_is_a_delete_marker():
     from visualization_msgs.msg import Marker
 

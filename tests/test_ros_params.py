@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from neural_mapping.config import MapperConfig, ConfigError, iter_params, load_yaml, preset, to_flat
 from neural_mapping.ros import params as P
@@ -111,11 +112,13 @@ def test_names_are_unique_and_cover_both_sources():
 def test_config_yaml_is_in_sync_with_the_dataclasses():
     text = (REPO / "config" / "mapper.yaml").read_text()
     assert text == P.generate_yaml(), "run: python -m neural_mapping.ros.params > config/mapper.yaml"
-    flat = P.load_params_yaml(text)
-    assert set(flat) == {p.name for p in P.ros_params()}
-    ncfg, mcfg = P.build_configs(flat)
-    assert to_flat(mcfg) == to_flat(preset("cpu"))
-    # the core's own YAML loader reads the same file
+    ros = yaml.safe_load(text)["/**"]["ros__parameters"]
+    names = set()
+    for k, v in ros.items():  # groups are nested mappings: train: {lr: ...} is train.lr
+        names |= {f"{k}.{n}" for n in v} if isinstance(v, dict) else {k}
+    assert names == {p.name for p in P.ros_params()}
+    assert P.NodeConfig(**{k: ros[k] for k in P.node_param_names()}) == P.NodeConfig()
+    # the core's own YAML loader reads the mapper parameters of the same file
     assert to_flat(load_yaml(REPO / "config" / "mapper.yaml")) == to_flat(preset("cpu"))
     assert P.main(["--check", str(REPO / "config" / "mapper.yaml")]) == 0
 
@@ -124,3 +127,17 @@ def test_check_detects_a_stale_yaml(tmp_path):
     stale = tmp_path / "mapper.yaml"
     stale.write_text(P.generate_yaml().replace("mesh_rate_hz: 0.2", "mesh_rate_hz: 0.3"))
     assert P.main(["--check", str(stale)]) == 1
+
+
+def test_coerce_value_makes_ros_arrays_lists_of_the_fields_type():
+    import array
+
+    import numpy as np
+
+    assert P.coerce_value(array.array("d", [1.0, 2.5]), [0.0]) == [1.0, 2.5]
+    got = P.coerce_value(np.array([3, 4]), [1, 2])
+    assert got == [3, 4] and all(type(x) is int for x in got)
+    assert P.coerce_value((1, 2), []) == [1.0, 2.0]  # an empty default: doubles, as declared
+    assert P.coerce_value(0.5, 1.0) == 0.5 and P.coerce_value(None, [1.0]) is None
+    ident = P.coerce_value(array.array("d", P.IDENTITY_16), P.NodeConfig().T_body_camera)
+    assert P.NodeConfig(T_body_camera=ident).T_body_camera == P.IDENTITY_16

@@ -31,7 +31,7 @@ def make_header(frame_id: str, stamp_ns: int):
     return Header(frame_id=str(frame_id), stamp=stamp_from_ns(stamp_ns))
 
 
-def _mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def mesh_arrays(mesh) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(vertices (N,3) float, triangles (M,3) int, colors (N,3) float in [0,1] or None) of an
     open3d TriangleMesh or any object with those attributes."""
     V = np.asarray(mesh.vertices, dtype=np.float64).reshape(-1, 3)
@@ -53,7 +53,9 @@ def mesh_to_marker(mesh, frame_id: str, stamp_ns: int = 0, ns: str = "mesh", mar
     from std_msgs.msg import ColorRGBA
     from visualization_msgs.msg import Marker
 
-    V, F, C = _mesh_arrays(mesh)
+    from neural_mapping.ros.fastpath import rgba_msgs, xyz_msgs
+
+    V, F, C = mesh_arrays(mesh)
     m = Marker()
     m.header = make_header(frame_id, stamp_ns)
     m.ns = ns
@@ -68,127 +70,37 @@ def mesh_to_marker(mesh, frame_id: str, stamp_ns: int = 0, ns: str = "mesh", mar
         return m
     m.action = Marker.ADD
     corners = F.reshape(-1)  # (3M,)
-    m.points = _fast_points(V[corners])
+    m.points = xyz_msgs(V[corners])  # the generated classes' slots filled directly (ros/fastpath.py)
     if C is not None:
-        m.colors = _fast_colors(np.clip(C[corners], 0.0, 1.0))
+        m.colors = rgba_msgs(np.clip(C[corners], 0.0, 1.0))
     return m
 
 
-_PROBE_P = (1.2345678901234567e-7, -7.654321098765432e-6, 3.1415926535897932e-5)
-_PROBE_C = (0.123456789, 0.987654321, 0.5555555, 1.0)
+def mesh_to_marker_cdr(*args, **kwargs) -> bytes:
+    """Moved to :func:`neural_mapping.ros.fastpath.mesh_to_marker_cdr` (this name stays until the
+    node and benchmarks/bench_ros.py import it from there)."""
+    from neural_mapping.ros.fastpath import mesh_to_marker_cdr
+
+    return mesh_to_marker_cdr(*args, **kwargs)
 
 
-def mesh_to_marker_cdr(mesh, frame_id: str, stamp_ns: int = 0, ns: str = "mesh", marker_id: int = 0,
-                       default_rgba=(0.7, 0.7, 0.7, 1.0)) -> bytes:
-    """The serialized (CDR) bytes of ``mesh_to_marker(...)``, built with numpy.
+class EmptyMesh:
+    """A mesh without triangles: ``mesh_to_marker(EmptyMesh(), ...)`` is the DELETE marker."""
 
-    Creating one Python Point and ColorRGBA object per triangle corner dominates mesh publishing
-    (seconds for 10^5 triangles); ``Publisher.publish`` also takes serialized bytes. A template
-    Marker with one probe point (and colour) is serialized by rclpy; the probe locates the
-    points sequence, whose length and float64 data are replaced, followed by the colours
-    (float32 RGBA) and the template's tail. Every field after the colours is at most 4-byte
-    aligned and the spliced data keeps the tail's offset modulo 8, so the layout stays valid.
-    Deserializing gives exactly ``mesh_to_marker``'s message (tested).
-    """
-    from geometry_msgs.msg import Point
-    from rclpy.serialization import serialize_message
-    from std_msgs.msg import ColorRGBA
-
-    V, F, C = _mesh_arrays(mesh)
-    tmpl = mesh_to_marker(_EmptyMesh(), frame_id, stamp_ns, ns, marker_id, default_rgba)
-    if len(F) == 0:
-        return serialize_message(tmpl)
-    from visualization_msgs.msg import Marker
-
-    tmpl.action = Marker.ADD
-    tmpl.points = [Point(x=_PROBE_P[0], y=_PROBE_P[1], z=_PROBE_P[2])]
-    if C is not None:
-        tmpl.colors = [ColorRGBA(r=_PROBE_C[0], g=_PROBE_C[1], b=_PROBE_C[2], a=_PROBE_C[3])]
-    raw = serialize_message(tmpl)
-    probe = np.array(_PROBE_P, "<f8").tobytes()
-    d_p = raw.find(probe)
-    if d_p < 8 or raw.find(probe, d_p + 1) != -1 or np.frombuffer(raw[d_p - 8:d_p], "<u4").tolist().count(1) != 1:
-        return serialize_message(mesh_to_marker(mesh, frame_id, stamp_ns, ns, marker_id, default_rgba))
-    len_at = d_p - 4 if raw[d_p - 4:d_p] == b"\x01\x00\x00\x00" else d_p - 8  # 4 bytes of padding or none
-    after_points = d_p + 24
-    if C is not None:
-        c_probe = np.array(_PROBE_C, "<f4").tobytes()
-        if raw[after_points:after_points + 4] != b"\x01\x00\x00\x00" or raw[after_points + 4:after_points + 20] != c_probe:
-            return serialize_message(mesh_to_marker(mesh, frame_id, stamp_ns, ns, marker_id, default_rgba))
-        tail = raw[after_points + 20:]
-    else:
-        if raw[after_points:after_points + 4] != b"\x00\x00\x00\x00":
-            return serialize_message(mesh_to_marker(mesh, frame_id, stamp_ns, ns, marker_id, default_rgba))
-        tail = raw[after_points + 4:]
-    corners = F.reshape(-1)
-    n = len(corners)
-    parts = [raw[:len_at], np.uint32(n).astype("<u4").tobytes(), raw[len_at + 4:d_p],
-             np.ascontiguousarray(V[corners], dtype="<f8").tobytes(), np.uint32(n if C is not None else 0).astype("<u4").tobytes()]
-    if C is not None:
-        rgba = np.ones((n, 4), "<f4")
-        rgba[:, :3] = np.clip(C[corners], 0.0, 1.0)
-        parts.append(rgba.tobytes())
-    parts.append(tail)
-    return b"".join(parts)
-
-
-class _EmptyMesh:
     vertices = np.zeros((0, 3))
     triangles = np.zeros((0, 3), dtype=np.int64)
 
 
-def _fast_points(rows: np.ndarray, cls=None) -> list:
-    """geometry_msgs/Point (or another x/y/z message class such as Vector3) per row of (N, 3).
-
-    Building 10^5..10^6 small messages through keyword constructors dominates mesh
-    publishing; filling the generated classes' slots directly is ~3x faster. Falls back
-    to the constructor if the generated class does not have the expected slots.
-    """
-    if cls is None:
-        from geometry_msgs.msg import Point as cls
-    Point = cls
-    rows = np.asarray(rows, dtype=np.float64).tolist()
-    if not {"_x", "_y", "_z", "_check_fields"} <= set(getattr(Point, "__slots__", ())):
-        return [Point(x=x, y=y, z=z) for x, y, z in rows]
-    new = Point.__new__
-    out = []
-    append = out.append
-    for x, y, z in rows:
-        o = new(Point)
-        o._x = x
-        o._y = y
-        o._z = z
-        o._check_fields = False
-        append(o)
-    return out
-
-
-def _fast_colors(rows: np.ndarray) -> list:
-    """std_msgs/ColorRGBA (alpha 1) per row of (N, 3) in [0, 1]; see _fast_points."""
-    from std_msgs.msg import ColorRGBA
-
-    rows = np.asarray(rows, dtype=np.float32).tolist()
-    if not {"_r", "_g", "_b", "_a", "_check_fields"} <= set(getattr(ColorRGBA, "__slots__", ())):
-        return [ColorRGBA(r=r, g=g, b=b, a=1.0) for r, g, b in rows]
-    new = ColorRGBA.__new__
-    out = []
-    append = out.append
-    for r, g, b in rows:
-        o = new(ColorRGBA)
-        o._r = r
-        o._g = g
-        o._b = b
-        o._a = 1.0
-        o._check_fields = False
-        append(o)
-    return out
+_EmptyMesh = EmptyMesh  # the node's old name, until it uses EmptyMesh
 
 
 def vectors_msgs(vecs: np.ndarray) -> list:
     """(N, 3) -> list of geometry_msgs/Vector3."""
     from geometry_msgs.msg import Vector3
 
-    return _fast_points(vecs, Vector3)
+    from neural_mapping.ros.fastpath import xyz_msgs
+
+    return xyz_msgs(vecs, Vector3)
 
 
 def float32_array(values: np.ndarray) -> array.array:
@@ -198,8 +110,9 @@ def float32_array(values: np.ndarray) -> array.array:
 
 def marker_triangles(m) -> np.ndarray:
     """Marker TRIANGLE_LIST -> (M, 3, 3) float64 triangle corners (inverse of mesh_to_marker)."""
-    P = np.array([[p.x, p.y, p.z] for p in m.points], dtype=np.float64).reshape(-1, 3)
-    return P.reshape(-1, 3, 3)
+    from neural_mapping.ros.fastpath import points_array
+
+    return points_array(m.points).reshape(-1, 3, 3)
 
 
 def occupancy_to_msg(sl, frame_id: str, stamp_ns: int = 0, z_m: float = 0.0):

@@ -26,15 +26,15 @@ import argparse
 import dataclasses
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from neural_mapping.config import (
     PRESETS,
     ConfigError,
+    ConfigGroup,
     MapperConfig,
-    _Group,
     apply_overrides,
     iter_params,
     param,
@@ -48,7 +48,7 @@ RATE_PARAMS = ("mesh_rate_hz", "occupancy_rate_hz", "voxels_rate_hz", "esdf_rate
 
 
 @dataclass
-class NodeConfig(_Group):
+class NodeConfig(ConfigGroup):
     """Node-level settings (top-level ROS parameter names)."""
 
     preset: str = param("cpu", "Base preset of the mapper config; explicit parameters override it",
@@ -187,11 +187,15 @@ def _ros_value(p: RosParam):
     return p.default
 
 
-def _normalise(value: Any, like: Any) -> Any:
-    """ROS arrays come back as array.array / numpy; make them lists like the default."""
-    if isinstance(like, list) and not isinstance(value, list) and value is not None:
-        return [type(like[0])(x) if like else float(x) for x in value]
+def coerce_value(value: Any, current: Any) -> Any:
+    """A ROS parameter value in the Python type of the config field's ``current`` value: ROS
+    arrays come back as array.array / numpy, the config holds lists (of ``current``'s element type)."""
+    if isinstance(current, list) and not isinstance(value, list) and value is not None:
+        return [type(current[0])(x) if current else float(x) for x in value]
     return value
+
+
+_normalise = coerce_value  # the old name, until ros/node.py imports coerce_value
 
 
 def build_configs(values: dict[str, Any]) -> tuple[NodeConfig, MapperConfig]:
@@ -207,7 +211,6 @@ def build_configs(values: dict[str, Any]) -> tuple[NodeConfig, MapperConfig]:
 
 def declare_all(node) -> tuple[NodeConfig, MapperConfig]:
     """Declare every parameter on ``node`` and return the validated configs (ConfigError if invalid)."""
-    pre = NodeConfig.preset
     p0 = next(p for p in ros_params() if p.name == "preset")
     pre = node.declare_parameter("preset", p0.default, descriptor(p0)).value
     if pre != "none" and pre not in PRESETS:
@@ -217,20 +220,8 @@ def declare_all(node) -> tuple[NodeConfig, MapperConfig]:
         if p.name == "preset":
             continue
         v = node.declare_parameter(p.name, _ros_value(p), descriptor(p)).value
-        values[p.name] = _normalise(v, p.default)
+        values[p.name] = coerce_value(v, p.default)
     return build_configs(values)
-
-
-def nested(flat: dict[str, Any]) -> dict[str, Any]:
-    """Dotted names -> nested dict (as a ROS params file writes them)."""
-    out: dict[str, Any] = {}
-    for k, v in flat.items():
-        if "." in k:
-            g, n = k.split(".", 1)
-            out.setdefault(g, {})[n] = v
-        else:
-            out[k] = v
-    return out
 
 
 def generate_yaml(preset_name: str = NodeConfig.preset) -> str:
@@ -271,25 +262,6 @@ def generate_yaml(preset_name: str = NodeConfig.preset) -> str:
             lines.append(f"      # {comment(p)}")
             lines.append(f"      {p.name.split('.', 1)[1]}: {dump(p.default)}")
     return "\n".join(lines) + "\n"
-
-
-def load_params_yaml(text: str) -> dict[str, Any]:
-    """Flat dotted name -> value from a ROS params YAML (first node entry)."""
-    data = yaml.safe_load(text) or {}
-    for v in data.values():
-        if isinstance(v, dict) and "ros__parameters" in v:
-            flat: dict[str, Any] = {}
-
-            def walk(d: dict, prefix: str) -> None:
-                for k, x in d.items():
-                    if isinstance(x, dict):
-                        walk(x, f"{prefix}{k}.")
-                    else:
-                        flat[f"{prefix}{k}"] = x
-
-            walk(v["ros__parameters"], "")
-            return flat
-    raise ConfigError("no ros__parameters section")
 
 
 def main(argv: list[str] | None = None) -> int:
