@@ -44,8 +44,7 @@ def bench_convert(n: int = 200) -> None:
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.ros import convert
     from neural_mapping.ros import convert_out as co
-    from neural_mapping.ros.sync import frame_from_synced
-    from neural_mapping.ros.sync import SyncedSet
+    from neural_mapping.ros.sync import SyncedSet, frame_from_synced
 
     f = synthetic_sequence(n_frames=1, width=640, height=480).frames[0]
     color = co.rgb_to_image(f.rgb, "cam", f.stamp_ns)
@@ -142,8 +141,7 @@ def bench_input_quality(steps_per_frame: int = 10, extra_steps: int = 150) -> No
     from neural_mapping.config import preset
     from neural_mapping.io.synthetic import synthetic_sequence
     from neural_mapping.mapper import Mapper
-    from neural_mapping.ros.sync import frame_from_synced
-    from neural_mapping.ros.sync import SyncedSet
+    from neural_mapping.ros.sync import SyncedSet, frame_from_synced
 
     torch.manual_seed(0)
     seq = synthetic_sequence(n_frames=30, width=640, height=480, fps=30.0)

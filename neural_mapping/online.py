@@ -244,7 +244,8 @@ class OnlineMapper:
         Cached per (lineage, steps, frames_added); refreshed in place (``Mapper.snapshot(into=...)``
         reuses its modules and it stays one object, so a mesh extractor kept on it keeps its tile
         cache) while the lineage holds. Copied on the trainer (:meth:`run`), between two steps.
-        Use :meth:`map_copy` when other threads may refresh it while you read it.
+        Use :meth:`map_copy` when other threads may refresh it while you read it. Not from a job
+        (the caller may hold the copy's lock while it waits for the trainer).
         """
         with self._snap_lock:
             m = self.mapper
