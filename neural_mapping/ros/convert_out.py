@@ -91,9 +91,6 @@ class EmptyMesh:
     triangles = np.zeros((0, 3), dtype=np.int64)
 
 
-_EmptyMesh = EmptyMesh  # the node's old name, until it uses EmptyMesh
-
-
 def vectors_msgs(vecs: np.ndarray) -> list:
     """(N, 3) -> list of geometry_msgs/Vector3."""
     from geometry_msgs.msg import Vector3

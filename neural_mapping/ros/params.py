@@ -195,9 +195,6 @@ def coerce_value(value: Any, current: Any) -> Any:
     return value
 
 
-_normalise = coerce_value  # the old name, until ros/node.py imports coerce_value
-
-
 def build_configs(values: dict[str, Any]) -> tuple[NodeConfig, MapperConfig]:
     """NodeConfig and MapperConfig from a flat name->value dict (all parameters); validated."""
     node_names = set(node_param_names())
