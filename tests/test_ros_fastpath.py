@@ -190,7 +190,6 @@ def test_marker_cdr_bytes_deserialize_to_the_same_marker(n_sub, colored):
     assert got == deserialize_message(serialize_message(co.mesh_to_marker(mesh, "map", 123_456_789_012, "mesh", 3)),
                                       Marker)
     assert len(got.points) == 3 * len(mesh.triangles) and len(got.colors) == (len(got.points) if colored else 0)
-    assert co.mesh_to_marker_cdr(mesh, "map", 123_456_789_012, "mesh", 3) == raw  # the old name, until the node moves
     empty = deserialize_message(fp.mesh_to_marker_cdr(co.EmptyMesh(), "map"), Marker)
     assert empty.action == Marker.DELETE
 

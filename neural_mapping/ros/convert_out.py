@@ -76,14 +76,6 @@ def mesh_to_marker(mesh, frame_id: str, stamp_ns: int = 0, ns: str = "mesh", mar
     return m
 
 
-def mesh_to_marker_cdr(*args, **kwargs) -> bytes:
-    """Moved to :func:`neural_mapping.ros.fastpath.mesh_to_marker_cdr` (this name stays until the
-    node and benchmarks/bench_ros.py import it from there)."""
-    from neural_mapping.ros.fastpath import mesh_to_marker_cdr
-
-    return mesh_to_marker_cdr(*args, **kwargs)
-
-
 class EmptyMesh:
     """A mesh without triangles: ``mesh_to_marker(EmptyMesh(), ...)`` is the DELETE marker."""
 
