@@ -114,14 +114,14 @@ def error_maps(res, out_dir: Path) -> dict:
     at 30 cm, green = no hit, grey = no sensor depth) and return error percentiles over all pixels."""
     from PIL import Image
 
-    from neural_mapping.runner import _eval_stride
+    from neural_mapping.camera import stride_intrinsics
+    from neural_mapping.runner import eval_stride
 
     out_dir.mkdir(parents=True, exist_ok=True)
     errs = []
     for i, f in res.held_out_frames:
-        s = _eval_stride(f)
-        K = f.K.copy()
-        K[:2] /= s
+        s = eval_stride(f)
+        K = stride_intrinsics(f.K, s)
         gt = f.depth_m[::s, ::s]
         r = res.mapper.render(f.T_WC, K, *gt.shape)
         ok = (gt > 0) & (r.depth > 0)

@@ -338,7 +338,7 @@ class OnlineMapper:
                 frame = self.queue.get_nowait() if n < self.frames_per_step else None
             if self._can_step() and not self._stop.is_set():
                 # a loaded map has frames but no keyframes to train on: wait for a frame, do not spin
-                self._nothing_to_train = getattr(self.mapper.step(1), "rays", 1) == 0
+                self._nothing_to_train = self.mapper.step(1).rays == 0
                 now = time.monotonic()
                 self._step_times.append((now, self.mapper.stats.steps))
                 while self._step_times and now - self._step_times[0][0] > self.rate_window_s:

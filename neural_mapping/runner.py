@@ -88,7 +88,7 @@ class RunResult:
     held_out_frames: list  # (index, Frame)
 
 
-def _eval_stride(frame: Frame) -> int:
+def eval_stride(frame: Frame) -> int:
     return max(1, math.ceil(math.sqrt(frame.width * frame.height / EVAL_MAX_PIXELS)))
 
 
@@ -96,7 +96,7 @@ def evaluate_frame(mapper: Mapper, index: int, frame: Frame) -> HeldOutResult:
     """Render the map at a frame's pose (every s-th pixel) and compare depth and colour."""
     from neural_mapping.evaluation import depth_l1, psnr
 
-    s = _eval_stride(frame)
+    s = eval_stride(frame)
     K = stride_intrinsics(frame.K, s)  # pixel (s*i, s*j) of the frame is pixel (i, j) of the strided image
     gt_d = frame.depth_m[::s, ::s]
     gt_c = frame.rgb[::s, ::s].astype(np.float32) / 255.0

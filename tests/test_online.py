@@ -35,7 +35,7 @@ class FakeMapper:
         self.stats.frames_added += 1
         return True
 
-    def step(self, n: int = 1) -> None:
+    def step(self, n: int = 1) -> SimpleNamespace:
         self.log.append(("step_begin", threading.current_thread().name))
         self.stepping.set()
         time.sleep(self.step_s)
@@ -43,6 +43,7 @@ class FakeMapper:
         self.log.append(("step_end",))
         if self.fail_on_step is not None and self.stats.steps == self.fail_on_step:
             raise RuntimeError("diverged")
+        return SimpleNamespace(rays=1)  # as Mapper.step's StepStats: rays trained (0 = nothing to train on)
 
     def reset(self) -> None:
         self.stats = SimpleNamespace(frames_added=0, steps=0)

@@ -140,13 +140,6 @@ def test_client_request_of_a_bad_array_is_refused_clearly(client_types, bad):
     assert len(deserialize_message(serialize_message(ok), QueryField.Request).points) == 2
 
 
-def test_the_old_module_name_gives_the_same_objects():  # delete with neural_mapping/ros/fast_srv.py
-    from neural_mapping.ros import fast_srv
-
-    assert fast_srv.QueryRequestArrays is QueryRequestArrays and fast_srv.use_arrays is fp.use_arrays
-    assert fast_srv.array_request_type is array_request_type
-
-
 # ----------------------------------------------------------------------------- slots and the Marker's CDR bytes
 
 

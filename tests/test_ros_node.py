@@ -261,7 +261,7 @@ def test_query_field_matches_the_true_distance(live, scene):
     pts, gt = _near_surface_points(scene)
     r = _query(c, pts, want_gradient=True)
     assert r.success, r.message
-    assert "taken as arrays" in r.message  # the node read the points without a Point object each (fast_srv)
+    assert "taken as arrays" in r.message  # the node read the points without a Point object each (ros/fastpath.py)
     sdf = np.array(r.sdf)
     occ = np.array(r.occupancy)
     assert sdf.shape == (len(pts),) and occ.shape == (len(pts),) and len(r.gradients) == len(pts)
@@ -281,7 +281,7 @@ def test_query_field_matches_the_true_distance(live, scene):
 
 
 def test_query_field_from_a_client_using_arrays(live, scene):
-    from neural_mapping.ros.fast_srv import QueryResponseArrays, use_arrays
+    from neural_mapping.ros.fastpath import QueryResponseArrays, use_arrays
     from neural_mapping_interfaces.srv import QueryField
 
     c = live["client"]
