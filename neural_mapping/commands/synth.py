@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (trajectory phase, noise)")
     p.add_argument("--noise", type=float, default=0.0, metavar="STD", help="depth noise std (m)")
     p.add_argument("--dropout", type=float, default=0.0, metavar="P", help="probability a depth pixel is invalid")
+    p.add_argument("--sensor", choices=("clean", "kinect", "realsense"), default="clean",
+                   help="depth sensor model: axial noise growing with depth, random and depth-edge dropouts "
+                        "(neural_mapping/io/sensor.py; default clean)")
     p.add_argument("--fps", type=float, default=30.0, help="frame rate of the stamps (default 30)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="bag storage (default mcap)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -47,7 +50,7 @@ def run(args) -> int:
         raise InputError(f"--dropout must be in [0, 1), --noise >= 0, --fps > 0; got {args.dropout}, {args.noise}, {args.fps}")
     prepare_out(out, args.overwrite)
     seq = synthetic_sequence(n_frames=args.frames, width=w, height=h, seed=args.seed, noise_std_m=args.noise,
-                             dropout=args.dropout, fps=args.fps)
+                             dropout=args.dropout, fps=args.fps, sensor=args.sensor)
     write_layout(seq.frames, out, args.format, storage=args.storage)
     import open3d as o3d
 

@@ -273,11 +273,14 @@ _MESH_CACHE: o3d.geometry.TriangleMesh | None = None
 
 
 def synthetic_sequence(n_frames: int = 60, width: int = 160, height: int = 120, seed: int = 0,
-                       noise_std_m: float = 0.0, dropout: float = 0.0, fps: float = 30.0) -> SyntheticSequence:
+                       noise_std_m: float = 0.0, dropout: float = 0.0, fps: float = 30.0,
+                       sensor: str = "clean") -> SyntheticSequence:
     """Render ``n_frames`` RGB-D frames of the room (see module doc).
 
     noise_std_m: std of Gaussian noise added to valid depth (m);
     dropout: probability that a depth pixel is set invalid (0).
+    sensor: a depth sensor model of :mod:`neural_mapping.io.sensor` (clean, kinect, realsense),
+    applied before ``noise_std_m`` and ``dropout``.
     Stamps start at T0_NS and advance by 1/fps (rounded to whole microseconds, so
     text formats carry them exactly).
     """
@@ -295,6 +298,10 @@ def synthetic_sequence(n_frames: int = 60, width: int = 160, height: int = 120, 
     frames = []
     for i, T_WC in enumerate(trajectory(n_frames, seed)):
         rgb, depth = renderer.render(T_WC, K, height, width)
+        if sensor != "clean":
+            from neural_mapping.io.sensor import apply_sensor
+
+            depth = apply_sensor(depth, sensor, rng)
         valid = depth > 0
         if noise_std_m > 0:
             depth = np.where(valid, depth + rng.normal(0.0, noise_std_m, depth.shape), 0.0).astype(np.float32)
