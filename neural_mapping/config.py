@@ -69,7 +69,7 @@ class ConfigGroup:
 class EncodingConfig(ConfigGroup):
     _prefix = "encoding."
 
-    kind: str = param("hashgrid", "Position encoding of the field", choices=("hashgrid", "fourier", "gaussian", "none"))
+    kind: str = param("hashgrid", "Position encoding of the field", choices=("hashgrid", "fourier", "gaussian", "none", "spline"))
     fourier_freqs: int = param(8, "fourier: number of octaves L (sin/cos at 2^0..2^(L-1)*pi)", lo=1, hi=16)
     gaussian_features: int = param(128, "gaussian: number of random Fourier features", lo=1, hi=4096)
     gaussian_sigma: float = param(4.0, "gaussian: std of the random frequencies (1/m)", lo=1e-3, hi=1e4)

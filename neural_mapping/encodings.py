@@ -7,6 +7,7 @@
   ``index_add_`` (measured 2.3x faster than embedding backward on CPU).
 - ``SHEncoding``: real spherical harmonics up to degree 4, for unit view directions.
 - ``IdentityEncoding``: ``none``.
+- ``spline``: the cubic B-spline grid of :mod:`neural_mapping.spline_encoding` (C2).
 """
 
 from __future__ import annotations
@@ -263,6 +264,11 @@ def position_encoding(cfg: EncodingConfig, seed: int = 0) -> Encoding:
         return GaussianEncoding(3, cfg.gaussian_features, cfg.gaussian_sigma, seed=seed)
     if cfg.kind == "none":
         return IdentityEncoding(3)
+    if cfg.kind == "spline":  # cubic B-spline grid on the hash grid's levels (C2): neural_mapping/spline_encoding.py
+        from neural_mapping.spline_encoding import SplineGridEncoding
+
+        return SplineGridEncoding(cfg.hash_levels, cfg.hash_features, cfg.hash_log2_table, cfg.hash_base_res,
+                                  cfg.hash_finest_m, cfg.hash_extent_m, seed=seed)
     raise ValueError(f"encoding.kind: unknown {cfg.kind!r}")
 
 
