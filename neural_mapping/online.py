@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import logging
 import queue as queue_mod
+import sys
 import threading
 import time
 import traceback
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 #: longest the trainer holds its next step for readers inside :meth:`OnlineMapper.reading` (s)
 READER_HOLD_S = 2.0
+#: fewest rays a training step is retried with after an out-of-memory error
+MIN_OOM_RAYS = 64
 
 
 class WarnThrottle:
@@ -60,6 +63,7 @@ class OnlineStats:
     queue_length: int
     steps: int
     steps_per_s: float  # over the last rate_window_s
+    oom_retries: int  # steps retried at half the rays after an out-of-memory error (see _step)
     last_error: str  # the last training error ("" when none since start or reset)
     state: str  # "error: ...", "paused", "waiting for frames" or "mapping"
 
@@ -90,7 +94,7 @@ class OnlineMapper:
         self._readers = 0
         self._readers_lock = threading.Lock()
         self._step_times: deque[tuple[float, int]] = deque()
-        self._counts = {"integrated": 0, "paused": 0, "refused": 0, "resolved": 0, "cleared": 0}
+        self._counts = {"integrated": 0, "paused": 0, "refused": 0, "resolved": 0, "cleared": 0, "oom": 0}
         self._drained = threading.Condition()
         self._snap: Mapper | None = None
         self._snap_key: tuple | None = None
@@ -288,6 +292,7 @@ class OnlineMapper:
         return OnlineStats(frames_received=q.put_count, frames_integrated=c["integrated"],
                            dropped_queue_full=q.dropped, dropped_paused=c["paused"], dropped_refused=c["refused"],
                            queue_length=len(q), steps=int(m.stats.steps), steps_per_s=self.steps_per_s(),
+                           oom_retries=c["oom"],
                            last_error=self.last_error, state=state)
 
     # ------------------------------------------------------------------ the trainer
@@ -338,7 +343,7 @@ class OnlineMapper:
                 frame = self.queue.get_nowait() if n < self.frames_per_step else None
             if self._can_step() and not self._stop.is_set():
                 # a loaded map has frames but no keyframes to train on: wait for a frame, do not spin
-                self._nothing_to_train = self.mapper.step(1).rays == 0
+                self._nothing_to_train = self._step().rays == 0
                 now = time.monotonic()
                 self._step_times.append((now, self.mapper.stats.steps))
                 while self._step_times and now - self._step_times[0][0] > self.rate_window_s:
@@ -346,6 +351,37 @@ class OnlineMapper:
         finally:
             self._idle.set()
             self._resolve(n)
+
+    def _step(self):
+        """One ``Mapper.step``; on an out-of-memory error (``torch.cuda.OutOfMemoryError`` is a
+        RuntimeError saying "out of memory") the step is retried with half the rays, down to
+        :data:`MIN_OOM_RAYS`, counted in ``oom_retries``; ``train.rays_per_step`` is restored after."""
+        try:
+            return self.mapper.step(1)
+        except RuntimeError as e:
+            if "out of memory" not in str(e):
+                raise
+            error = e
+        train = self.mapper.cfg.train
+        rays = train.rays_per_step
+        try:
+            while train.rays_per_step // 2 >= MIN_OOM_RAYS:
+                torch = sys.modules.get("torch")
+                if torch is not None and torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self._counts["oom"] += 1
+                train.rays_per_step //= 2
+                self._warn("oom_retries", f"out of memory in a training step: retried with "
+                                          f"{train.rays_per_step} rays ({error})")
+                try:
+                    return self.mapper.step(1)
+                except RuntimeError as e:
+                    if "out of memory" not in str(e):
+                        raise
+                    error = e
+            raise error
+        finally:
+            train.rays_per_step = rays
 
     def _integrate(self, frame: Frame) -> None:
         try:

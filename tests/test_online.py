@@ -274,3 +274,43 @@ def test_snapshots_taken_meanwhile_leave_the_trainers_samples_unchanged(cores):
 
     a, b = train(False), train(True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_out_of_memory_step_is_retried_with_half_the_rays_and_counted(cores):
+    frames, _ = sphere_frames(n=2, H=24, W=32)
+    m = _small_mapper(frames)
+    real_loss = m.objective.loss
+    sizes = []
+
+    def loss(batch):  # the first try of each step runs out of memory; the retry at half the rays fits
+        sizes.append(len(batch))
+        if len(batch) > 128:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_loss(batch)
+
+    m.objective.loss = loss
+    core = OnlineMapper(m)
+    cores.append(core)
+    core.start()
+    _wait(lambda: m.stats.steps >= 2)
+    core.stop()
+    st = core.stats()
+    assert sizes[:4] == [256, 128, 256, 128]
+    assert st.oom_retries == sizes.count(256) >= 2 and st.last_error == ""
+    assert m.cfg.train.rays_per_step == 256  # restored after each retried step
+    assert m.stats.rays_trained == 128 * m.stats.steps
+
+
+def test_other_runtime_errors_and_oom_at_the_smallest_batch_are_training_errors(cores):
+    frames, _ = sphere_frames(n=2, H=24, W=32)
+    for msg in ["shape mismatch", "CUDA out of memory"]:
+        m = _small_mapper(frames)
+        m.objective.loss = lambda batch, msg=msg: (_ for _ in ()).throw(RuntimeError(msg))
+        core = OnlineMapper(m)
+        cores.append(core)
+        core.start()
+        _wait(lambda: core.last_error != "")
+        core.stop()
+        assert msg in core.last_error and m.stats.steps == 0
+        assert core.stats().oom_retries == (2 if "memory" in msg else 0)  # 256 -> 128 -> 64, then given up
+        assert m.cfg.train.rays_per_step == 256
