@@ -5,12 +5,15 @@ measured surface, and *observed-surface* when it holds a depth point. Everything
 else is unknown. The products (mesh, occupancy, ESDF) use this so that space no
 frame has seen stays unknown instead of being filled by the field's extrapolation.
 
-Storage is a dense ``uint8`` volume of bit flags with an integer origin that grows
-(in blocks of ``GROW`` voxels) to cover whatever is observed; the map frame is
-never given a bounding box. Voxel ``i`` (integer, per axis) spans
-``[i * voxel_m, (i + 1) * voxel_m)`` (one byte per voxel). A second, coarse volume
-records per block of 8^3 voxels the update counter when the block was last touched,
-so consumers (incremental meshing) can ask which region changed since they last looked.
+Storage is block-sparse: cubic blocks of ``BLOCK``^3 voxels (one byte of bit flags per
+voxel) are allocated only where something was observed, in a pool indexed by a dict from
+the block's packed index, so two observed regions 100 km apart cost two small block sets,
+never their bounding box. Voxel ``i`` (integer, per axis) spans ``[i * voxel_m, (i + 1) *
+voxel_m)``; block ``b`` holds voxels ``[b * BLOCK, (b + 1) * BLOCK)``. Block indices are kept
+within ``[-2^20, 2^20)`` per axis (points beyond are ignored). Per cube of ``STAMP_BLOCK``^3
+voxels the update counter when it was last touched is kept, so consumers (incremental
+meshing) can ask which region changed since they last looked. Maps saved with the former
+dense volume (``origin`` + ``state``) load by migration into blocks.
 """
 
 from __future__ import annotations
@@ -22,78 +25,144 @@ from neural_mapping.frame import Frame
 
 FREE = np.uint8(1)
 SURFACE = np.uint8(2)
-#: the volume grows by whole blocks of this many voxels per axis (amortises copies).
-GROW = 16
-#: change stamps are kept per cubic block of this many voxels (GROW is a multiple of it)
+#: voxels per block edge (the unit of allocation)
+BLOCK = 16
+#: change stamps are kept per cubic block of this many voxels (BLOCK is a multiple of it)
 STAMP_BLOCK = 8
+_SPB = BLOCK // STAMP_BLOCK  # stamp cells per block edge
+_KEY_BITS = 21
+_KEY_OFF = 1 << (_KEY_BITS - 1)
+_SHIFT = BLOCK.bit_length() - 1  # voxel index >> _SHIFT = block index
+
+
+def _pack(b: np.ndarray) -> np.ndarray:
+    """int64 keys of block indices (N, 3), each in [-2^20, 2^20)."""
+    i = b + _KEY_OFF
+    return (i[:, 0] << (2 * _KEY_BITS)) | (i[:, 1] << _KEY_BITS) | i[:, 2]
+
+
+def _unpack(key: np.ndarray) -> np.ndarray:
+    m = (1 << _KEY_BITS) - 1
+    return np.stack([(key >> (2 * _KEY_BITS)) & m, (key >> _KEY_BITS) & m, key & m], 1) - _KEY_OFF
+
+
+def _in_key_range(b: np.ndarray) -> np.ndarray:
+    return np.all((b >= -_KEY_OFF) & (b < _KEY_OFF), axis=1)
 
 
 class Coverage:
-    """Sparse record of observed space in the map frame (see module doc)."""
+    """Block-sparse record of observed space in the map frame (see module doc)."""
 
     def __init__(self, voxel_m: float = 0.1) -> None:
         if not (voxel_m > 0 and np.isfinite(voxel_m)):
             raise ValueError(f"Coverage voxel_m must be positive, got {voxel_m}")
         self.voxel_m = float(voxel_m)
-        self._origin = np.zeros(3, dtype=np.int64)  # voxel index of _state[0, 0, 0]
-        self._state = np.zeros((0, 0, 0), dtype=np.uint8)  # (X, Y, Z) bit flags FREE|SURFACE
-        # (X/8, Y/8, Z/8) update count when a voxel of the block was last touched
-        self._stamp = np.zeros((0, 0, 0), dtype=np.uint32)
+        self._clear()
         self.n_updates = 0
+
+    def _clear(self) -> None:
+        self._slot: dict[int, int] = {}  # packed block index -> slot in the pools
+        self._keys = np.zeros((0, 3), np.int64)  # (capacity, 3) block index of each slot
+        self._pool = np.zeros((0, BLOCK, BLOCK, BLOCK), np.uint8)  # bit flags FREE|SURFACE
+        self._stamps = np.zeros((0, _SPB, _SPB, _SPB), np.uint32)  # update count when last touched
+        self._n = 0  # slots in use
         self._bounds_cache: tuple[np.ndarray, np.ndarray] | None = None
         self._bounds_valid = True
 
-    # ------------------------------------------------------------------ geometry helpers
+    # ------------------------------------------------------------------ storage
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self._state.shape)  # type: ignore[return-value]
+    def n_blocks(self) -> int:
+        """Blocks allocated (each ``BLOCK``^3 voxels)."""
+        return self._n
 
     @property
-    def origin_index(self) -> np.ndarray:
-        """(3,) int64 voxel index of the volume's first voxel."""
-        return self._origin.copy()
+    def allocated_cells(self) -> int:
+        """Voxels held in allocated blocks (what the record costs, one byte each)."""
+        return self._n * BLOCK ** 3
+
+    def block_indices(self) -> np.ndarray:
+        """(n_blocks, 3) int64 indices of the allocated blocks (a copy)."""
+        return self._keys[:self._n].copy()
 
     def voxel_index(self, pts_W: np.ndarray) -> np.ndarray:
         """(N, 3) int64 voxel indices of points (N, 3) in the map frame."""
         return np.floor(np.asarray(pts_W, dtype=np.float64) / self.voxel_m).astype(np.int64)
 
-    def _grow(self, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Make the volume cover voxel indices lo..hi (inclusive, (3,) each)."""
-        cur_lo = self._origin
-        cur_hi = self._origin + np.array(self._state.shape, dtype=np.int64) - 1
-        if self._state.size and np.all(lo >= cur_lo) and np.all(hi <= cur_hi):
+    def _reserve(self, n_more: int) -> None:
+        need = self._n + n_more
+        cap = len(self._pool)
+        if need <= cap:
             return
-        if self._state.size:
-            new_lo = np.minimum(lo, cur_lo)
-            new_hi = np.maximum(hi, cur_hi)
-        else:
-            new_lo, new_hi = lo.copy(), hi.copy()
-        # pad to whole blocks so repeated small growth does not copy every time
-        new_lo = (np.floor_divide(new_lo, GROW)) * GROW
-        new_hi = (np.floor_divide(new_hi, GROW) + 1) * GROW - 1
-        shape = tuple(int(s) for s in (new_hi - new_lo + 1))
-        state = np.zeros(shape, dtype=np.uint8)
-        stamp = np.zeros(tuple(n // STAMP_BLOCK for n in shape), dtype=np.uint32)
-        if self._state.size:
-            o = self._origin - new_lo
-            sx, sy, sz = self._state.shape
-            state[o[0]:o[0] + sx, o[1]:o[1] + sy, o[2]:o[2] + sz] = self._state
-            ob = o // STAMP_BLOCK
-            bx, by, bz = self._stamp.shape
-            stamp[ob[0]:ob[0] + bx, ob[1]:ob[1] + by, ob[2]:ob[2] + bz] = self._stamp
-        self._state, self._stamp, self._origin = state, stamp, new_lo
+        cap = max(need, 2 * cap, 16)
+        for name, shape, dt in (("_pool", (BLOCK,) * 3, np.uint8), ("_stamps", (_SPB,) * 3, np.uint32),
+                                ("_keys", (3,), np.int64)):
+            new = np.zeros((cap,) + shape, dt)
+            new[:self._n] = getattr(self, name)[:self._n]
+            setattr(self, name, new)
 
-    def _mark(self, idx: np.ndarray, flag: np.uint8) -> None:
-        """OR ``flag`` into voxels idx (N, 3) int64 (volume already grown to cover them)."""
+    def _slots(self, bidx: np.ndarray, create: bool, box=None) -> np.ndarray:
+        """(N,) pool slot of each block index (N, 3) in key range; -1 where not allocated
+        (``create``: allocate the missing blocks; ``box``: (lo, hi) of bidx when known)."""
+        if len(bidx) == 0:
+            return np.zeros(0, np.int64)
+        lo, hi = box if box is not None else (bidx.min(0), bidx.max(0))
+        span = hi - lo + 1
+        if np.prod(span.astype(np.float64)) <= (1 << 22):  # small box: unique blocks without a sort
+            flat = np.ravel_multi_index(tuple((bidx - lo).T), tuple(span))
+            seen = np.zeros(int(np.prod(span)), bool)
+            seen[flat] = True
+            u = np.flatnonzero(seen)
+            ub = np.stack(np.unravel_index(u, tuple(span)), 1) + lo
+            ukeys = _pack(ub)
+        else:
+            ukeys, inv = np.unique(_pack(bidx), return_inverse=True)
+            ub = None
+        us = np.array([self._slot.get(k, -1) for k in ukeys.tolist()], np.int64)
+        miss = np.flatnonzero(us < 0)
+        if create and len(miss):
+            self._reserve(len(miss))
+            new = np.arange(self._n, self._n + len(miss))
+            us[miss] = new
+            self._keys[new] = ub[miss] if ub is not None else _unpack(ukeys[miss])
+            self._slot.update(zip(ukeys[miss].tolist(), new.tolist()))
+            self._n += len(miss)
+        if ub is None:
+            return us[inv.reshape(-1)]
+        lut = np.full(len(seen), -1, np.int64)
+        lut[u] = us
+        return lut[flat]
+
+    def _locate(self, idx: np.ndarray, create: bool, box=None) -> tuple[np.ndarray, np.ndarray]:
+        """(slots (N,), flat voxel offsets into the pool (N,)) of voxel indices idx (N, 3);
+        slot -1 for voxels whose block is not allocated or out of key range. ``box``: (lo, hi)
+        voxel indices bounding idx, when known (saves passes over idx)."""
+        b = idx >> _SHIFT
+        bbox = None if box is None else (box[0] >> _SHIFT, box[1] >> _SHIFT)
+        if bbox is not None and _in_key_range(np.stack(bbox)).all():
+            slots = self._slots(b, create, bbox)
+        else:
+            ok = _in_key_range(b)
+            slots = np.full(len(idx), -1, np.int64)
+            if ok.all():
+                slots = self._slots(b, create)
+            elif ok.any():
+                slots[ok] = self._slots(b[ok], create)
+        loc = idx & (BLOCK - 1)
+        flat = np.maximum(slots, 0) * BLOCK ** 3 + (loc[:, 0] * BLOCK + loc[:, 1]) * BLOCK + loc[:, 2]
+        return slots, flat
+
+    def _mark(self, idx: np.ndarray, flag: np.uint8, box=None) -> None:
+        """OR ``flag`` into voxels idx (N, 3) int64 (allocating their blocks) and stamp them."""
         if len(idx) == 0:
             return
-        local = idx - self._origin
-        flat = np.ravel_multi_index((local[:, 0], local[:, 1], local[:, 2]), self._state.shape)
-        st = self._state.reshape(-1)  # a view; duplicates in flat all write the same value
-        st[flat] |= flag
-        lb = local // STAMP_BLOCK
-        self._stamp[lb[:, 0], lb[:, 1], lb[:, 2]] = self.n_updates
+        slots, flat = self._locate(idx, create=True, box=box)
+        if box is None:
+            ok = slots >= 0
+            slots, flat, idx = slots[ok], flat[ok], idx[ok]
+        self._pool.reshape(-1)[flat] |= flag  # duplicates in flat all write the same value
+        s = (idx & (BLOCK - 1)) >> (STAMP_BLOCK.bit_length() - 1)
+        self._stamps.reshape(-1)[(slots * _SPB + s[:, 0]) * _SPB ** 2 + s[:, 1] * _SPB + s[:, 2]] = self.n_updates
 
     # ------------------------------------------------------------------ public API
 
@@ -131,16 +200,13 @@ class Coverage:
         surf_idx = self.voxel_index(pts_W[hit])
         # the camera centre and every ray end point bound what this frame touches
         end_idx = self.voxel_index(np.vstack([o_W[None], pts_W]))
-        self._grow(end_idx.min(0), end_idx.max(0))
+        e_lo, e_hi = end_idx.min(0), end_idx.max(0)
 
         # free space, in chunks of rays to bound memory (~4 M samples at a time); float32 sample
-        # positions in voxel units relative to the volume origin, flattened straight to indices
-        o_loc = (o_W / self.voxel_m - self._origin).astype(np.float32)  # (3,)
+        # positions in voxel units relative to the camera's voxel (precise far from the origin)
+        o_vox = np.floor(o_W / self.voxel_m).astype(np.int64)
+        o_loc = (o_W / self.voxel_m - o_vox).astype(np.float32)  # (3,) in [0, 1)
         u_loc = (unit_W / self.voxel_m).astype(np.float32)  # (R, 3) voxels per metre of ray
-        X, Y, Z = self._state.shape
-        flat_state = self._state.reshape(-1)
-        flat_stamp = self._stamp.reshape(-1)
-        Yb, Zb = Y // STAMP_BLOCK, Z // STAMP_BLOCK
         chunk_samples = 1 << 22
         start = 0
         csum = np.cumsum(n_k)
@@ -154,12 +220,9 @@ class Coverage:
                 ray = np.repeat(np.arange(start, stop), nk)  # (m,)
                 first = np.repeat(np.cumsum(nk) - nk, nk)
                 s_m = ((np.arange(m) - first) * step).astype(np.float32)  # (m,) metres from the camera
-                li = np.floor(o_loc + u_loc[ray] * s_m[:, None]).astype(np.int64)  # (m, 3) local voxel
-                np.clip(li, 0, [X - 1, Y - 1, Z - 1], out=li)  # float rounding at the volume's faces
-                flat = (li[:, 0] * Y + li[:, 1]) * Z + li[:, 2]
-                flat_state[flat] |= FREE
-                li //= STAMP_BLOCK
-                flat_stamp[(li[:, 0] * Yb + li[:, 1]) * Zb + li[:, 2]] = self.n_updates
+                li = np.floor(o_loc + u_loc[ray] * s_m[:, None]).astype(np.int64) + o_vox  # (m, 3) voxels
+                np.clip(li, e_lo, e_hi, out=li)  # float rounding past the frame's end points
+                self._mark(li, FREE, (e_lo, e_hi))
             start = stop
         self._mark(surf_idx, SURFACE)
         self._bounds_valid = False
@@ -174,15 +237,17 @@ class Coverage:
         if pts_W.ndim != 2 or pts_W.shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got shape {pts_W.shape}")
         out = np.zeros(len(pts_W), dtype=np.uint8)
-        if self._state.size == 0 or len(pts_W) == 0:
+        if self._n == 0 or len(pts_W) == 0:
             return out
-        shape = np.array(self._state.shape)
+        pool = self._pool.reshape(-1)
         chunk = 1 << 20
         for a in range(0, len(pts_W), chunk):
-            local = self.voxel_index(pts_W[a:a + chunk]) - self._origin
-            ok = np.all((local >= 0) & (local < shape), axis=1)
-            li = local[ok]
-            out[a:a + chunk][ok] = self._state[li[:, 0], li[:, 1], li[:, 2]]
+            p = np.asarray(pts_W[a:a + chunk], dtype=np.float64)
+            fin = np.all(np.abs(p) < self.voxel_m * 2.0 ** 40, axis=1)  # False for NaN; no int overflow
+            idx = self.voxel_index(np.where(fin[:, None], p, 0.0))
+            slots, flat = self._locate(idx, create=False)
+            ok = fin & (slots >= 0)
+            out[a:a + chunk][ok] = pool[flat[ok]]
         return out
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -195,60 +260,94 @@ class Coverage:
         return self._bounds_cache[0].copy(), self._bounds_cache[1].copy()
 
     def _compute_bounds(self):
-        if self._state.size == 0:
+        if self._n == 0:
             return None
-        occ = self._state != 0
-        rng = []
+        occ = self._pool[:self._n] != 0  # (n, B, B, B)
+        keys = self._keys[:self._n]
+        lo_i, hi_i = np.zeros(3, np.int64), np.zeros(3, np.int64)
         for ax in range(3):
-            other = tuple(a for a in range(3) if a != ax)
-            nz = np.nonzero(occ.any(axis=other))[0]
-            if len(nz) == 0:
+            other = tuple(a for a in (1, 2, 3) if a != ax + 1)
+            prof = occ.any(axis=other)  # (n, B) per block: which voxel layers along ax are observed
+            has = prof.any(1)
+            if not has.any():
                 return None
-            rng.append((nz[0], nz[-1]))
-        lo_i = self._origin + np.array([r[0] for r in rng])
-        hi_i = self._origin + np.array([r[1] for r in rng]) + 1
+            first = np.argmax(prof, 1)
+            last = BLOCK - 1 - np.argmax(prof[:, ::-1], 1)
+            base = keys[:, ax] * BLOCK
+            lo_i[ax] = (base + first)[has].min()
+            hi_i[ax] = (base + last)[has].max() + 1
         return lo_i * self.voxel_m, hi_i * self.voxel_m
+
+    def _dense(self, cells: np.ndarray, idx: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(origin (3,), dense bool volume) of per-block cubes ``cells`` (n, size, size, size) at
+        block indices idx (n, 3): the bounding box of the given blocks only."""
+        if len(idx) == 0:
+            return np.zeros(3, np.int64), np.zeros((0, 0, 0), bool)
+        lo = idx.min(0)
+        nb = idx.max(0) - lo + 1
+        vol = np.zeros((nb[0], size, nb[1], size, nb[2], size), bool)
+        r = idx - lo
+        vol[r[:, 0], :, r[:, 1], :, r[:, 2], :] = cells
+        return lo * size, vol.reshape(nb[0] * size, nb[1] * size, nb[2] * size)
 
     def changed_since(self, n_updates: int) -> "VoxelMask":
         """Blocks of 8^3 voxels touched by updates numbered > ``n_updates`` (a mask whose cells
-        are the blocks; compare ``n_updates`` with ``self.n_updates``)."""
-        return VoxelMask(self.voxel_m * STAMP_BLOCK, self._origin // STAMP_BLOCK, self._stamp > n_updates)
+        are the blocks, over the box of the changed ones; compare ``n_updates`` with ``self.n_updates``)."""
+        st = self._stamps[:self._n] > n_updates
+        sel = st.reshape(self._n, -1).any(1)
+        origin, mask = self._dense(st[sel], self._keys[:self._n][sel], _SPB)
+        return VoxelMask(self.voxel_m * STAMP_BLOCK, origin, mask)
 
     def observed_mask(self) -> "VoxelMask":
-        """The observed voxels as a dense mask with its origin (a copy)."""
-        return VoxelMask(self.voxel_m, self._origin.copy(), self._state != 0)
+        """The observed voxels as a dense mask over the box of the allocated blocks, with its origin."""
+        origin, mask = self._dense(self._pool[:self._n] != 0, self._keys[:self._n], BLOCK)
+        return VoxelMask(self.voxel_m, origin, mask)
 
     def surface_mask(self) -> "VoxelMask":
         """The observed-surface voxels (those holding a depth point) as a dense mask with its
-        origin (a copy; same origin and shape as :meth:`observed_mask`)."""
-        return VoxelMask(self.voxel_m, self._origin.copy(), (self._state & SURFACE) != 0)
+        origin (same origin and shape as :meth:`observed_mask`)."""
+        origin, mask = self._dense((self._pool[:self._n] & SURFACE) != 0, self._keys[:self._n], BLOCK)
+        return VoxelMask(self.voxel_m, origin, mask)
 
     @property
     def n_observed(self) -> int:
-        return int(np.count_nonzero(self._state))
+        return int(np.count_nonzero(self._pool[:self._n]))
 
     def state_dict(self) -> dict:
         """Everything to restore the record; tensors only (safe for torch.load(weights_only=True))."""
         return {
             "voxel_m": float(self.voxel_m),
-            "origin": torch.from_numpy(self._origin.copy()),
-            "state": torch.from_numpy(self._state.copy()),
+            "block": BLOCK,
+            "block_index": torch.from_numpy(self._keys[:self._n].copy()),
+            "blocks": torch.from_numpy(self._pool[:self._n].copy()),
             "n_updates": int(self.n_updates),
         }
 
     def load_state_dict(self, d: dict) -> None:
-        state = np.asarray(d["state"].numpy() if torch.is_tensor(d["state"]) else d["state"], dtype=np.uint8)
-        origin = np.asarray(d["origin"].numpy() if torch.is_tensor(d["origin"]) else d["origin"], dtype=np.int64)
-        if state.ndim != 3 or origin.shape != (3,):
-            raise ValueError(f"coverage state must be 3-D with a (3,) origin, got {state.shape} and {origin.shape}")
+        """Restore :meth:`state_dict`'s record, or migrate the former dense one (``origin``, ``state``)."""
+        def arr(x, dt):
+            return np.asarray(x.numpy() if torch.is_tensor(x) else x, dtype=dt)
+
+        if "state" in d:  # the dense volume of maps saved before the block-sparse record
+            state, origin = arr(d["state"], np.uint8), arr(d["origin"], np.int64)
+            if state.ndim != 3 or origin.shape != (3,):
+                raise ValueError(f"coverage state must be 3-D with a (3,) origin, got {state.shape} and {origin.shape}")
+            idx = np.argwhere(state != 0) + origin
+            vals = state[state != 0]
+        else:
+            blocks, bidx = arr(d["blocks"], np.uint8), arr(d["block_index"], np.int64)
+            if int(d.get("block", BLOCK)) != BLOCK or blocks.shape[1:] != (BLOCK,) * 3 or bidx.shape != (len(blocks), 3):
+                raise ValueError(f"coverage blocks must be (M, {BLOCK}, {BLOCK}, {BLOCK}) with (M, 3) indices, "
+                                 f"got {blocks.shape} and {bidx.shape}")
+            loc = np.argwhere(blocks != 0)  # (K, 4): block, x, y, z
+            idx = bidx[loc[:, 0]] * BLOCK + loc[:, 1:]
+            vals = blocks[blocks != 0]
         self.voxel_m = float(d["voxel_m"])
-        self._state = state.copy()
-        self._origin = origin.copy()
+        self._clear()
         self.n_updates = int(d.get("n_updates", 0))
         # everything restored counts as touched by the latest update
-        X, Y, Z = (n // STAMP_BLOCK for n in self._state.shape)
-        touched = (self._state != 0).reshape(X, STAMP_BLOCK, Y, STAMP_BLOCK, Z, STAMP_BLOCK).any(axis=(1, 3, 5))
-        self._stamp = np.where(touched, np.uint32(self.n_updates), np.uint32(0)).astype(np.uint32)
+        for flag in (FREE, SURFACE):
+            self._mark(idx[(vals & flag) != 0], flag)
         self._bounds_valid = False
 
 

@@ -108,3 +108,65 @@ def test_observed_rejects_bad_shapes():
         Coverage().observed(np.zeros((4, 2)))
     with pytest.raises(ValueError):
         Coverage(0.0)
+
+
+def test_two_far_apart_regions_allocate_two_small_block_sets():
+    """Block-sparse storage: a second frame 100 km away costs its own few blocks, not the box."""
+    from neural_mapping.coverage import BLOCK
+
+    cov = Coverage(0.05)
+    cov.update(wall_frame(2.0), max_depth_m=6.0)
+    one = cov.n_blocks
+    far = make_T(np.eye(3), [100_000.0, 0.0, 0.0])
+    cov.update(wall_frame(2.0, far), max_depth_m=6.0)
+    assert cov.n_blocks == 2 * one  # the same view, shifted by a whole number of blocks
+    assert cov.allocated_cells == cov.n_blocks * BLOCK ** 3 < 1_000_000  # a dense box would be 2e6 x ...
+    keys = cov.block_indices()
+    near, distant = keys[keys[:, 0] < 1000], keys[keys[:, 0] >= 1000]
+    assert len(near) == len(distant) == one
+    assert list(np.unique(distant[:, 0])) == [124_999, 125_000]  # x in [-0.8, 0.8] m around 100 km
+    # both regions answer, the gap between them is unknown
+    pts = np.array([[0.03, 0.03, 1.0], [100_000.03, 0.03, 1.0], [50_000.0, 0.0, 1.0]])
+    assert list(cov.observed(pts)) == [True, True, False]
+    # the far region holds the near one, shifted (up to end points on voxel faces, where the
+    # float rounding at 100 km differs)
+    c = (np.stack(np.meshgrid(*[np.arange(-20, 20)] * 2, np.arange(-2, 50), indexing="ij"), -1).reshape(-1, 3) + 0.5) * 0.05
+    near_st = cov.state_at(c)
+    assert (near_st & SURFACE).any() and (near_st == FREE).any()
+    assert np.mean(cov.state_at(c + [100_000.0, 0.0, 0.0]) != near_st) < 0.01
+    lo, hi = cov.bounds()
+    assert lo[0] == pytest.approx(-0.8) and hi[0] == pytest.approx(100_000.8)
+
+
+def test_non_finite_points_are_unknown():
+    cov = Coverage(0.1)
+    cov.update(wall_frame(2.0), max_depth_m=6.0)
+    st = cov.state_at(np.array([[np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0], [0.03, 0.03, 1.0], [1e30, 0, 0]]))
+    assert list(st) == [0, 0, FREE, 0]
+
+
+def test_a_dense_record_of_an_old_map_file_is_migrated_into_blocks():
+    """Maps saved before the block-sparse record stored a dense volume with an origin."""
+    import torch
+
+    cov = Coverage(0.1)
+    cov.update(wall_frame(2.0), max_depth_m=6.0)
+    cov.update(wall_frame(1.0, make_T(np.eye(3), [-3.0, 0.5, 0.0])), max_depth_m=6.0)
+    m = cov.observed_mask()
+    surf = cov.surface_mask().mask
+    dense = (m.mask.astype(np.uint8) * FREE) | (surf.astype(np.uint8) * SURFACE)
+    dense[surf] = SURFACE  # surface voxels in the old layout can be surface only
+    old = {"voxel_m": 0.1, "origin": torch.from_numpy(m.origin.copy() - 16),
+           "state": torch.from_numpy(np.pad(dense, 16)), "n_updates": 7}
+    other = Coverage()
+    other.load_state_dict(old)
+    pts = np.random.default_rng(1).uniform(-5, 4, size=(100_000, 3))
+    want = Coverage(0.1)
+    np.testing.assert_array_equal(other.observed(pts), cov.observed(pts))
+    np.testing.assert_array_equal(other.state_at(pts) & SURFACE, cov.state_at(pts) & SURFACE)
+    assert other.n_updates == 7 and other.n_blocks == cov.n_blocks and want.n_blocks == 0
+    assert other.changed_since(6).contains(np.array([[0.03, 0.03, 1.0]])).all()
+    assert not other.changed_since(7).any()
+    bad = dict(old, state=torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="3-D"):
+        Coverage().load_state_dict(bad)
