@@ -94,6 +94,7 @@ class FieldConfig(ConfigGroup):
     hidden: int = param(64, "Hidden units per layer", lo=8, hi=1024)
     layers: int = param(2, "Hidden layers of the trunk", lo=1, hi=16)
     color_hidden: int = param(64, "Hidden units of the colour head", lo=8, hi=1024)
+    color_head: str = param("plain", "Colour head: plain (features + view direction) or reflective (Ref-NeRF: view reflected about the normal, IDE, diffuse + specular)", choices=("plain", "reflective"))
     geo_features: int = param(15, "Features passed from the trunk to the colour head", lo=0, hi=256)
     siren_omega0: float = param(30.0, "SIREN: omega_0 of the first layer", lo=1.0, hi=100.0)
     include_xyz: bool = param(True, "Feed the raw position (divided by encoding.hash_extent_m) to the trunk beside the encoding")

@@ -2,18 +2,23 @@
 
 Both map world points ``pts_W (N, 3)`` in metres (and optionally unit view directions
 ``dirs_W (N, 3)``) to a :class:`FieldOutput`. Trunks are an MLP (relu / softplus / sine
-activation) or a SIREN with its published initialisation.
+activation) or a SIREN with its published initialisation. The colour head is ``plain`` (geometry
+features + encoded view direction) or ``reflective`` (Ref-NeRF: :mod:`neural_mapping.color_heads`),
+which also needs the field's normal where it colours: :meth:`_FieldBase.normal`.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from neural_mapping import hashgrid_ext
+from neural_mapping.color_heads import ReflectiveColorHead
 from neural_mapping.config import MapperConfig
 from neural_mapping.encodings import direction_encoding, position_encoding
 
@@ -105,7 +110,11 @@ class _FieldBase(nn.Module):
         else:
             self.trunk = mlp(in_dim, fc.hidden, fc.layers, 1 + self.n_geo, fc.activation)
         self.dir_enc = direction_encoding(cfg.encoding)
-        self.color_head = mlp(self.n_geo + self.dir_enc.out_dim, fc.color_hidden, 1, 3, "relu")
+        self.reflective = fc.color_head == "reflective"
+        if self.reflective:
+            self.color_head = ReflectiveColorHead(self.n_geo, fc.color_hidden, cfg.encoding.sh_degree)
+        else:
+            self.color_head = mlp(self.n_geo + self.dir_enc.out_dim, fc.color_hidden, 1, 3, "relu")
 
     def features(self, pts_W: torch.Tensor) -> torch.Tensor:  # (N, 3) -> (N, D)
         e = self.encoding(pts_W)
@@ -113,8 +122,26 @@ class _FieldBase(nn.Module):
             e = torch.cat([e, pts_W * self.xyz_scale], dim=-1)
         return e
 
-    def color(self, geo: torch.Tensor, dirs_W: torch.Tensor) -> torch.Tensor:  # (N,G),(N,3) -> (N,3)
-        return torch.sigmoid(self.color_head(torch.cat([geo, self.dir_enc(dirs_W)], dim=-1)))
+    def color(self, geo: torch.Tensor, dirs_W: torch.Tensor, pts_W: torch.Tensor | None = None,
+              normal: torch.Tensor | None = None) -> torch.Tensor:  # (N,G),(N,3) -> (N,3)
+        """Colour seen along unit dirs_W. The reflective head reflects dirs_W about ``normal``, else
+        about :meth:`normal` at ``pts_W``, else about -dirs_W (head-on); the plain head ignores both."""
+        if not self.reflective:
+            return torch.sigmoid(self.color_head(torch.cat([geo, self.dir_enc(dirs_W)], dim=-1)))
+        if normal is None:
+            normal = self.normal(pts_W) if pts_W is not None else -dirs_W
+        return self.color_head(geo, dirs_W, normal)
+
+    def normal(self, pts_W: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        """Unit outward normals (N, 3): grad sdf / |grad sdf|, or -grad density / |grad density|
+        (Ref-NeRF); detached unless ``create_graph``. Works under no_grad (rendering)."""
+        frozen = nullcontext() if create_graph else hashgrid_ext.no_table_grad()
+        with torch.enable_grad(), frozen:
+            p = pts_W if create_graph and pts_W.requires_grad else pts_W.detach().requires_grad_(True)
+            h0 = self.trunk(self.features(p))[:, 0]  # density = trunc_exp(h0): the same direction
+            (g,) = torch.autograd.grad(h0.sum(), p, create_graph=create_graph)
+        n = F.normalize(g, dim=-1)
+        return n if self.kind == "sdf" else -n
 
     def encoding_parameters(self):
         return list(self.encoding.parameters())
@@ -141,7 +168,7 @@ class SdfField(_FieldBase):
     def forward(self, pts_W: torch.Tensor, dirs_W: torch.Tensor | None = None) -> FieldOutput:
         h = self.trunk(self.features(pts_W))
         sdf, geo = h[:, 0], h[:, 1:]
-        col = self.color(geo, dirs_W) if dirs_W is not None else None
+        col = self.color(geo, dirs_W, pts_W) if dirs_W is not None else None
         return FieldOutput(sdf, geo, col)
 
 
@@ -163,7 +190,7 @@ class RadianceField(_FieldBase):
     def forward(self, pts_W: torch.Tensor, dirs_W: torch.Tensor | None = None) -> FieldOutput:
         h = self.trunk(self.features(pts_W))
         density, geo = trunc_exp(h[:, 0]), h[:, 1:]
-        col = self.color(geo, dirs_W) if dirs_W is not None else None
+        col = self.color(geo, dirs_W, pts_W) if dirs_W is not None else None
         return FieldOutput(density, geo, col)
 
 

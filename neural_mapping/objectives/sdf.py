@@ -53,7 +53,7 @@ class SdfObjective(Objective):
             d_pred = (w * t).sum(1) / (w.sum(1) + 1e-6)
             l_depth = depth_loss(d_pred, b.depth)
         if want_color:
-            col = self.field.color(out.geo[R * S:], b.dirs_W / dn[:, None])
+            col = self.field.color(out.geo[R * S:], b.dirs_W / dn[:, None], pts[R * S:])
             l_col = color_loss(col, b.rgb)
         total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
         with torch.no_grad():
@@ -79,7 +79,7 @@ class SdfObjective(Objective):
         if bool(hit.any()):
             ih = hit.nonzero().squeeze(1)
             out = self.field(o[ih] + t[ih, None] * du[ih])
-            col[ih] = self.field.color(out.geo, du[ih])
+            col[ih] = self.field.color(out.geo, du[ih], o[ih] + t[ih, None] * du[ih])
         return col, z, hit.float()
 
     def occupancy_from_value(self, vals: np.ndarray) -> np.ndarray:
