@@ -15,6 +15,8 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=LAYOUTS, default="3dmatch", help="layout to write (default 3dmatch)")
     p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
     p.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"), help="image size (default 160 120)")
+    p.add_argument("--scene", choices=("room", "mirror"), default="room",
+                   help="room, or mirror: the room with a mirror and a glossy sphere, one-bounce reflections")
     p.add_argument("--seed", type=int, default=0, help="random seed (trajectory phase, noise)")
     p.add_argument("--noise", type=float, default=0.0, metavar="STD", help="depth noise std (m)")
     p.add_argument("--dropout", type=float, default=0.0, metavar="P", help="probability a depth pixel is invalid")
@@ -50,7 +52,8 @@ def run(args) -> int:
         raise InputError(f"--dropout must be in [0, 1), --noise >= 0, --fps > 0; got {args.dropout}, {args.noise}, {args.fps}")
     prepare_out(out, args.overwrite)
     seq = synthetic_sequence(n_frames=args.frames, width=w, height=h, seed=args.seed, noise_std_m=args.noise,
-                             dropout=args.dropout, fps=args.fps, sensor=args.sensor)
+                             dropout=args.dropout, fps=args.fps, sensor=args.sensor,
+                             scene=getattr(args, "scene", "room"))
     write_layout(seq.frames, out, args.format, storage=args.storage)
     import open3d as o3d
 

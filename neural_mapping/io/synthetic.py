@@ -274,13 +274,15 @@ _MESH_CACHE: o3d.geometry.TriangleMesh | None = None
 
 def synthetic_sequence(n_frames: int = 60, width: int = 160, height: int = 120, seed: int = 0,
                        noise_std_m: float = 0.0, dropout: float = 0.0, fps: float = 30.0,
-                       sensor: str = "clean") -> SyntheticSequence:
+                       sensor: str = "clean", scene: str = "room") -> SyntheticSequence:
     """Render ``n_frames`` RGB-D frames of the room (see module doc).
 
     noise_std_m: std of Gaussian noise added to valid depth (m);
     dropout: probability that a depth pixel is set invalid (0).
     sensor: a depth sensor model of :mod:`neural_mapping.io.sensor` (clean, kinect, realsense),
     applied before ``noise_std_m`` and ``dropout``.
+    scene: ``room``, or ``mirror`` (:mod:`neural_mapping.io.mirror_scene`: a mirror and a glossy
+    sphere, one-bounce reflections).
     Stamps start at T0_NS and advance by 1/fps (rounded to whole microseconds, so
     text formats carry them exactly).
     """
@@ -293,7 +295,12 @@ def synthetic_sequence(n_frames: int = 60, width: int = 160, height: int = 120, 
         _MESH_CACHE = room_mesh()
     mesh = o3d.geometry.TriangleMesh(_MESH_CACHE)  # a copy the caller may modify
     K = default_K(width, height)
-    renderer = Renderer(mesh)
+    renderer, parts = Renderer(mesh), scene_parts()
+    if scene == "mirror":
+        from neural_mapping.io.mirror_scene import MirrorRenderer, mirror_room
+
+        mesh, parts = mirror_room()
+        renderer = MirrorRenderer(mesh, parts)
     rng = np.random.default_rng(seed)
     frames = []
     for i, T_WC in enumerate(trajectory(n_frames, seed)):
@@ -310,7 +317,7 @@ def synthetic_sequence(n_frames: int = 60, width: int = 160, height: int = 120, 
             depth[rng.random(depth.shape) < dropout] = 0.0
         stamp_ns = T0_NS + int(round(i * 1e6 / fps)) * 1000
         frames.append(Frame(rgb=rgb, depth_m=depth, K=K.copy(), T_WC=T_WC, stamp_ns=stamp_ns))
-    return SyntheticSequence(frames=frames, mesh=mesh, K=K, seed=seed, fps=fps, parts=scene_parts())
+    return SyntheticSequence(frames=frames, mesh=mesh, K=K, seed=seed, fps=fps, parts=parts)
 
 
 def write_tiny_bag(out_dir: str | Path, n_frames: int = 8, width: int = 64, height: int = 48, seed: int = 0,
