@@ -116,6 +116,7 @@ class Client:
                                 ("rendered/color", Image, latched), ("rendered/depth", Image, latched),
                                 ("rendered/camera_info", CameraInfo, latched), ("status", DiagnosticArray, 10)]:
             self.node.create_subscription(cls, f"{ns}/{topic}", self._keeper(topic), qos)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._keeper("diagnostics"), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)

@@ -281,6 +281,15 @@ class NodeStatus:
     gpu_memory_mb: float  # torch.cuda allocated (0 on CPU)
     products_s: str = ""  # seconds the last computation of each product took, e.g. "mesh=0.8 occupancy=0.3"
     last_error: str = ""
+    # ticks of each product's rate timer served per second (last 120 s): below the rate = the duty budget limits it
+    mesh_hz_achieved: float = 0.0
+    occupancy_hz_achieved: float = 0.0
+    voxels_hz_achieved: float = 0.0
+    esdf_hz_achieved: float = 0.0
+    render_hz_achieved: float = 0.0
+    oom_retries: int = 0  # training steps retried at half the rays after an out-of-memory error
+    input_counts: str = ""  # messages received per input stream, e.g. "color=300 depth=298 info=300 pose=300"
+    missing_estimated: int = 0  # color/depth messages missing from their stream (stamp gaps > 1.5 periods)
 
 
 def status_to_diagnostics(st: NodeStatus, name: str, hardware_id: str, stamp_ns: int = 0):

@@ -8,7 +8,7 @@ are dropped, counted and warned about (throttled); the node keeps mapping.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
@@ -29,6 +29,33 @@ def auto_input_max_width(setting: int, device) -> int | None:
     return int(setting)
 
 
+class StampGaps:
+    """Messages missing from a periodic stream, estimated from its stamps.
+
+    A best-effort subscriber is not told what DDS lost (a 4K rgb8 image is ~25 MB of fragments;
+    one lost fragment loses the image). What the node can see: a stamp gap of k median periods
+    (k >= 1.5) means about round(k) - 1 messages never arrived. It cannot see messages lost at
+    the end of a stream, streams with irregular stamps, or a publisher that skipped them itself.
+    """
+
+    def __init__(self, history: int = 16) -> None:
+        self.periods: deque = deque(maxlen=history)
+        self.last: int | None = None
+        self.missing = 0
+
+    def add(self, stamp_ns: int) -> None:
+        last, self.last = self.last, stamp_ns if self.last is None else max(self.last, stamp_ns)
+        if last is None or stamp_ns <= last:
+            return  # first, duplicate or out-of-order stamp: no period
+        dt = stamp_ns - last
+        if len(self.periods) >= 4:
+            med = float(np.median(self.periods))
+            if dt > 1.5 * med:
+                self.missing += int(round(dt / med)) - 1
+                return
+        self.periods.append(dt)
+
+
 class Inputs:
     """Subscriptions of one node feeding its core (see the module doc)."""
 
@@ -36,6 +63,8 @@ class Inputs:
         n = node.ncfg
         self.node = node
         self.counts: Counter = Counter()  # dropped_malformed, dropped_no_tf
+        self.received: Counter = Counter()  # messages per stream (color, depth, info, pose)
+        self.gaps = {"color": StampGaps(), "depth": StampGaps()}
         self.T_body_camera = np.asarray(n.T_body_camera, dtype=np.float64).reshape(4, 4)
         #: input frames wider than this are subsampled before queuing (None: full resolution)
         self.max_width = auto_input_max_width(n.input_max_width, node.core.mapper.device)
@@ -67,6 +96,9 @@ class Inputs:
         self.counts[kind] += 1
         self.node.warn(kind, msg)
 
+    def missing_estimated(self) -> int:
+        return sum(g.missing for g in self.gaps.values())
+
     def dropped_no_pose(self) -> int:
         return int(self.sync.stats.dropped_no_pose) + self.counts["dropped_no_tf"]
 
@@ -80,6 +112,9 @@ class Inputs:
         """Convert one message, push it into the synchroniser and queue every frame it completes."""
         try:
             stamp_ns = convert.stamp_to_ns(msg.header.stamp)
+            self.received[stream] += 1
+            if stream in self.gaps:
+                self.gaps[stream].add(stamp_ns)
             if stream == "color":
                 data = convert.image_to_rgb(msg)
             elif stream == "depth":

@@ -36,6 +36,11 @@ from neural_mapping.online import OnlineMapper, WarnThrottle  # noqa: E402
 from neural_mapping.ros.params import RATE_PARAMS, coerce_value, declare_all, node_param_names  # noqa: E402
 
 
+#: how long shutdown waits for the trainer's running step before it warns (s)
+SHUTDOWN_TRAINER_S = 1.5
+_SHUTDOWN_LOCK = threading.Lock()
+
+
 class StartupError(RuntimeError):
     """The node cannot start with these parameters (message says why and what to do)."""
 
@@ -46,6 +51,7 @@ class MapperNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("neural_mapper", **kwargs)
         self._stopping = False
+        self._shut_down = False
         self.warn = WarnThrottle(lambda msg: self.get_logger().warning(msg), lambda: self.ncfg.warn_throttle_s)
         # timers schedule computation, so they run on the steady clock: with use_sim_time they keep
         # going when the bag pauses or ends; message stamps still come from the node's (sim) clock
@@ -183,11 +189,19 @@ class MapperNode(Node):
         return SetParametersResult(successful=True)
 
     def shutdown(self) -> None:
-        """Stop the timers and the trainer (between two steps). Idempotent."""
-        self._stopping = True
+        """Stop the timers, a running render (between two bands) and the trainer (between two steps),
+        then save the map if ``save_on_shutdown``. Idempotent: later calls return at once."""
+        with _SHUTDOWN_LOCK:
+            if self._shut_down:
+                return
+            self._shut_down = self._stopping = True
         self.publishing.cancel()
         self.status_pub.cancel()
-        self.core.stop(timeout=5.0)
+        if not self.core.stop(timeout=SHUTDOWN_TRAINER_S):
+            self.get_logger().warning(f"the trainer did not stop within {SHUTDOWN_TRAINER_S} s; waiting for its step")
+            self.core.stop(timeout=30.0)  # never leave it to die inside torch at interpreter exit
+        if self.ncfg.save_on_shutdown:
+            self.service_handlers.save_on_shutdown()
 
 
 def _in_exiting_thread(fn):
@@ -234,34 +248,65 @@ def _load_kernels(mcfg, device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the node until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start.
+
+    The executor spins in a thread; the main thread waits for a signal (Python handlers that only
+    set a flag, so a second Ctrl-C during shutdown is tolerated: no KeyboardInterrupt inside a
+    join) and then shuts down in order: timers, a running render, the trainer between two steps,
+    the map saved (``save_on_shutdown``), the executor, the node.
+    """
     import rclpy
     from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = None
+    stop = _StopOnSignals()
+    rclpy.init(args=argv if argv is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    node = executor = spinner = None
     code = 0
     try:
         node = MapperNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=5)
         executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, name="neural_mapper_executor", daemon=True)
+        spinner.start()
         node.get_logger().info("neural_mapper ready")
-        try:
-            executor.spin()
-        finally:
-            node.shutdown()
-            executor.shutdown(timeout_sec=5.0)
+        while not stop.event.wait(0.5) and spinner.is_alive():
+            pass
+        if stop.signals:
+            node.get_logger().info(f"{stop.signals[0]} received: shutting down")
     except (StartupError, ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
         print(f"mapper_node: error: {e}", file=sys.stderr)
         code = 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         if node is not None:
             node.shutdown()
+        if executor is not None:
+            executor.shutdown(timeout_sec=0)
+        if spinner is not None:
+            spinner.join(timeout=2.0)
+        if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+class _StopOnSignals:
+    """SIGINT and SIGTERM set ``event`` (recorded in ``signals``) instead of raising in the main thread."""
+
+    def __init__(self) -> None:
+        import signal
+
+        self.event = threading.Event()
+        self.signals: list[str] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        import signal
+
+        self.signals.append(signal.Signals(signum).name)
+        self.event.set()
 
 
 if __name__ == "__main__":

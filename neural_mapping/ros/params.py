@@ -89,6 +89,15 @@ class NodeConfig(ConfigGroup):
                                          "beyond it so training keeps going", lo=0.01, hi=1.0, runtime=True)
     render_width: int = param(160, "Width of the published rendered view (px)", lo=8, hi=4096)
     render_height: int = param(120, "Height of the published rendered view (px)", lo=8, hi=4096)
+    render_max_pixels: int = param(1920 * 1080, "Largest render_view request accepted (width x height pixels); "
+                                                "larger ones are refused with a message naming this limit",
+                                   lo=1, hi=4096 * 4096)
+    render_timeout_s: float = param(60.0, "Time budget of one render_view request (s): it renders in bands of rows "
+                                          "with queries served between them and fails past this budget", lo=0.1,
+                                    hi=3600.0, runtime=True)
+    save_on_shutdown: bool = param(False, "On SIGINT/SIGTERM, save the map (if any frame was integrated) as "
+                                          "shutdown_map_name in map_dir before exiting", runtime=True)
+    shutdown_map_name: str = param("shutdown.map", "Map file name (inside map_dir) of save_on_shutdown")
     max_query_points: int = param(2_000_000, "Largest query_field request accepted (points)", lo=1, hi=100_000_000)
     warn_throttle_s: float = param(5.0, "Minimum interval between repeated warnings of one kind (s)", lo=0.0, hi=3600.0)
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -28,6 +29,8 @@ from neural_mapping.ros.fastpath import mesh_to_marker_cdr
 LATCHED = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RENDER_FRAME = "neural_mapper_render"
+#: window of the achieved rates reported in the status (s)
+ACHIEVED_WINDOW_S = 120.0
 
 
 @dataclass
@@ -42,6 +45,13 @@ class Product:
     last_seconds: float | None = None  # duration of its last computation
     published_at: tuple[int, int] | None = None  # (lineage, steps) of the map copy last published
     timer: object = None
+    served: deque = field(default_factory=lambda: deque(maxlen=256))  # monotonic times its ticks were served
+
+    def achieved_hz(self, now: float, since: float) -> float:
+        """Ticks served per second over the last :data:`ACHIEVED_WINDOW_S` (or since ``since``)."""
+        span = min(ACHIEVED_WINDOW_S, now - since)
+        n = sum(1 for t in self.served if now - t <= ACHIEVED_WINDOW_S)
+        return n / span if span > 1.0 else 0.0
 
 
 def occupied_centres(grid) -> np.ndarray:
@@ -87,6 +97,7 @@ class Publishing:
         self.runner = None
         self.last_error = ""
         self._next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
+        self.started = time.monotonic()
         self._mesh_extractor = None  # MeshExtractor of the products' copy of the map (keeps its tile cache)
         pub = node.publisher
         self.pub_mesh = pub(Marker, "~/mesh", LATCHED)
@@ -144,6 +155,7 @@ class Publishing:
         p.due_since = None
         try:
             p.publish()
+            p.served.append(time.monotonic())
         except Exception as e:  # noqa: BLE001 - a failing product must not stop the node
             if node.stopping:
                 return  # shutting down: the publishers are gone
@@ -158,6 +170,11 @@ class Publishing:
         """``mesh=0.12 occupancy=0.03 ...``: the last computation time of each product computed so far."""
         done = sorted((p.name, p.last_seconds) for p in self.products.values() if p.last_seconds is not None)
         return " ".join(f"{k}={v:.3g}" for k, v in done)
+
+    def achieved_hz(self) -> dict[str, float]:
+        """{product name: ticks served per second} (the status's ``<name>_hz_achieved``)."""
+        now = time.monotonic()
+        return {p.name: p.achieved_hz(now, self.started) for p in self.products.values()}
 
     def cancel(self) -> None:
         for p in self.products.values():

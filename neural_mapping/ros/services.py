@@ -13,11 +13,13 @@ import traceback
 
 import numpy as np
 from nav_msgs.srv import GetMap
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from std_srvs.srv import SetBool, Trigger
 
 from neural_mapping.mapfile import load_map, resolve_in_dir, save_map
 from neural_mapping.ros import convert_out as co
 from neural_mapping.ros.fastpath import QueryRequestArrays, points_array, use_arrays_for_queries
+from neural_mapping.ros.render import RenderStopped, render_in_chunks
 from neural_mapping_interfaces.srv import LoadMap, QueryField, RenderView, SaveMap
 
 #: longest a pause request waits for the running training step before answering (s)
@@ -30,12 +32,16 @@ class Services:
     def __init__(self, node, callback_group) -> None:
         self.node = node
         self.core = node.core
+        # render_view in a group of its own: a long render (bands of rows, ros/render.py) leaves
+        # query_field and the other services answering meanwhile
+        render_group = MutuallyExclusiveCallbackGroup()
         for srv_type, name, fn in [(QueryField, "query_field", self.query_field),
                                    (RenderView, "render_view", self.render_view),
                                    (SaveMap, "save_map", self.save_map), (LoadMap, "load_map", self.load_map),
                                    (Trigger, "reset", self.reset), (SetBool, "pause", self.pause),
                                    (GetMap, "get_map", self.get_map)]:
-            srv = node.create_service(srv_type, f"~/{name}", self._answer(name, fn), callback_group=callback_group)
+            group = render_group if srv_type is RenderView else callback_group
+            srv = node.create_service(srv_type, f"~/{name}", self._answer(name, fn), callback_group=group)
             if srv_type is QueryField:  # requests taken and gradients sent as numpy arrays (ros/fastpath.py)
                 use_arrays_for_queries(srv, lambda msg: node.get_logger().warning(f"query_field: {msg}"))
 
@@ -97,6 +103,11 @@ class Services:
         if not (0 < H <= 4096 and 0 < W <= 4096):
             resp.message = f"camera_info size {W}x{H} must be within 1..4096"
             return resp
+        limit = self.node.ncfg.render_max_pixels
+        if H * W > limit:
+            resp.message = (f"camera_info size {W}x{H} ({H * W} pixels) is more than render_max_pixels ({limit}); "
+                            "ask for a smaller image")
+            return resp
         if not (np.all(np.isfinite(K)) and K[0, 0] > 0 and K[1, 1] > 0):
             resp.message = "camera_info.k must hold finite, positive focal lengths"
             return resp
@@ -108,13 +119,19 @@ class Services:
         if not self.node.has_map():
             resp.message = "the map is empty: no frames have been integrated yet"
             return resp
-        r = self.core.run(lambda m: m.render(T, K, H, W))
+        t0 = time.monotonic()
+        try:  # bands of rows, each a job between training steps: queries are served in between
+            color, depth = render_in_chunks(self.core, T, K, H, W, cancelled=lambda: self.node.stopping,
+                                            deadline=t0 + self.node.ncfg.render_timeout_s)
+        except RenderStopped as e:
+            resp.message = str(e)
+            return resp
         stamp = self.node.now_ns()
         frame_id = ci.header.frame_id or "neural_mapper_render"
-        resp.color = co.rgb_to_image(r.color, frame_id, stamp)
-        resp.depth = co.depth_to_image(r.depth, frame_id, stamp)
+        resp.color = co.rgb_to_image(color, frame_id, stamp)
+        resp.depth = co.depth_to_image(depth, frame_id, stamp)
         resp.success = True
-        resp.message = f"rendered {W}x{H}"
+        resp.message = f"rendered {W}x{H} in {time.monotonic() - t0:.2f} s"
         return resp
 
     def _map_path(self, req, resp):
@@ -130,6 +147,9 @@ class Services:
         path = self._map_path(req, resp)
         if path is None:
             return resp
+        if not self.node.has_map():  # as query_field: nothing to save yet
+            resp.message = "the map is empty: no frames have been integrated yet; nothing saved"
+            return resp
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with self.core.map_copy() as snap:  # the map as of now; training goes on meanwhile
@@ -142,6 +162,13 @@ class Services:
         resp.message = f"saved {path}"
         self.node.get_logger().info(resp.message)
         return resp
+
+    def save_on_shutdown(self) -> None:
+        """The map saved as ``shutdown_map_name`` in map_dir (the trainer has stopped; logged)."""
+        req = SaveMap.Request(name=self.node.ncfg.shutdown_map_name)
+        resp = self.save_map(req, SaveMap.Response())
+        log = self.node.get_logger()
+        (log.info if resp.success else log.error)(f"save_on_shutdown: {resp.message}")
 
     def load_map(self, req, resp):
         path = self._map_path(req, resp)

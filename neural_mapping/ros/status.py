@@ -1,4 +1,9 @@
-"""The node's ``~/status`` (DiagnosticArray): counters of the inputs, the core and the products."""
+"""The node's status (DiagnosticArray): counters of the inputs, the core and the products.
+
+Published on ``/diagnostics`` (where diagnostic_aggregator and rqt_robot_monitor look; status name
+``<node name>: mapping``, hardware_id the torch device, as diagnostic_updater names them) and on
+``~/status`` (the same message, for tools and tests that read the node's own topic).
+"""
 
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ class Status:
     def __init__(self, node) -> None:
         self.node = node
         self.pub = node.publisher(DiagnosticArray, "~/status", 10)
+        self.pub_diagnostics = node.publisher(DiagnosticArray, "/diagnostics", 10)
         self.timer = None
 
     def set_rate(self, rate_hz: float, callback_group) -> None:
@@ -62,11 +68,17 @@ class Status:
             steps=c.steps, steps_per_s=c.steps_per_s,
             loss=float(st.last_loss if st.last_loss is not None else float("nan")),
             memory_mb=rss_mb(), gpu_memory_mb=gpu_mb(), products_s=node.publishing.seconds_summary(),
-            last_error=c.last_error or node.publishing.last_error)
+            last_error=c.last_error or node.publishing.last_error, oom_retries=c.oom_retries,
+            **{f"{k}_hz_achieved": v for k, v in node.publishing.achieved_hz().items()},
+            input_counts=" ".join(f"{k}={v}" for k, v in sorted(inputs.received.items())),
+            missing_estimated=inputs.missing_estimated())
 
     def _tick(self) -> None:
         try:
-            self.pub.publish(co.status_to_diagnostics(self.status(), "neural_mapper",
-                                                      self.node.get_fully_qualified_name(), self.node.now_ns()))
+            st = self.status()
+            msg = co.status_to_diagnostics(st, f"{self.node.get_name()}: mapping", f"neural_mapping {st.device}",
+                                           self.node.now_ns())
+            self.pub.publish(msg)
+            self.pub_diagnostics.publish(msg)
         except Exception as e:  # noqa: BLE001
             self.node.warn("error_status", f"publishing status failed: {e}")

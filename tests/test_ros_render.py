@@ -1,0 +1,85 @@
+"""ros/render.py: a rendered view in bands of rows, each a job on the online core."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from analytic_scenes import sphere_frames
+from neural_mapping.config import MapperConfig, apply_overrides
+from neural_mapping.mapper import Mapper
+from neural_mapping.online import OnlineMapper
+from neural_mapping.ros.render import RenderStopped, band_intrinsics, render_in_chunks
+
+SMALL = {"device": "cpu", "train.rays_per_step": 256, "render.n_stratified": 8, "render.n_surface": 8,
+         "encoding.hash_log2_table": 12, "encoding.hash_levels": 4, "encoding.hash_finest_m": 0.05}
+
+
+@pytest.fixture(scope="module")
+def mapped():
+    frames, _ = sphere_frames(n=3, H=24, W=32)
+    m = Mapper(apply_overrides(MapperConfig(), SMALL))
+    for f in frames:
+        m.add_frame(f)
+    m.step(5)
+    return m, frames[0]
+
+
+def test_bands_equal_one_whole_render(mapped):
+    m, f = mapped
+    ref = m.render(f.T_WC, f.K, 24, 32)
+    core = OnlineMapper(m)  # no trainer: jobs run inline
+    calls = []
+    real = m.render
+    m.render = lambda T, K, H, W: (calls.append((H, K[1, 2])), real(T, K, H, W))[1]
+    try:
+        color, depth = render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 5)
+    finally:
+        del m.render
+    assert [h for h, _ in calls] == [5, 5, 5, 5, 4]  # bands of 5 rows, the last one shorter
+    assert [cy for _, cy in calls] == pytest.approx([f.K[1, 2] - r for r in (0, 5, 10, 15, 20)])
+    np.testing.assert_allclose(depth, ref.depth, atol=1e-5)
+    np.testing.assert_allclose(color, ref.color, atol=1e-5)
+    assert band_intrinsics(f.K, 7)[1, 2] == f.K[1, 2] - 7 and band_intrinsics(f.K, 7)[0, 2] == f.K[0, 2]
+
+
+def test_a_job_handed_during_a_render_runs_between_two_bands(mapped):
+    m, f = mapped
+    core = OnlineMapper(m, paused=True)
+    core.start()
+    order = []
+    real = m.render
+
+    def slow_render(T, K, H, W):
+        order.append("band")
+        time.sleep(0.05)
+        return real(T, K, H, W)
+
+    m.render = slow_render
+    try:
+        t = threading.Thread(target=lambda: render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 2))
+        t.start()
+        while order.count("band") < 2:
+            time.sleep(0.005)
+        core.run(lambda mm: order.append("query"))
+        t.join(timeout=30)
+    finally:
+        del m.render
+        core.stop()
+    i = order.index("query")
+    assert 2 <= i < 11 and order.count("band") == 12  # served while bands were still to come
+
+
+def test_a_cancelled_or_late_render_stops_between_bands(mapped):
+    m, f = mapped
+    core = OnlineMapper(m)
+    bands = []
+    with pytest.raises(RenderStopped, match="shutting down"):
+        render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=64, cancelled=lambda: len(bands) >= 3 or
+                         bands.append(1))
+    assert len(bands) == 3
+    with pytest.raises(RenderStopped, match="time budget"):
+        render_in_chunks(core, f.T_WC, f.K, 24, 32, deadline=time.monotonic() - 1)
