@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "eval": "compare a mesh with a ground-truth mesh (accuracy, completion, F-score)",
     "demo": "synthesise a scene, map it in real time and report the results",
     "play": "publish a bag's messages through rclpy with /clock (no rosbag2 needed)",
+    "view": "a live web viewer (viser) of a map file, or of an input mapped live",
 }
 
 

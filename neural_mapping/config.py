@@ -180,6 +180,9 @@ class OccupancyConfig(ConfigGroup):
             raise ConfigError(f"occupancy.z_max ({self.z_max}) must exceed occupancy.z_min ({self.z_min})")
 
 
+from neural_mapping.viewer.config import ViewerConfig  # noqa: E402 - after param/ConfigGroup, which it uses
+
+
 @dataclass
 class MapperConfig(ConfigGroup):
     """Everything the core needs. Groups map to dotted ROS parameter names."""
@@ -192,6 +195,7 @@ class MapperConfig(ConfigGroup):
     keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
+    viewer: ViewerConfig = dataclasses.field(default_factory=ViewerConfig)
 
 
 #: Presets: overrides on top of the defaults, as dotted names.

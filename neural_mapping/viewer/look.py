@@ -1,0 +1,205 @@
+"""Looking through the field: the browser camera as ``T_WC`` and renders from it, at a bounded rate.
+
+The camera convention, once:
+
+- viser reports a client's camera as ``wxyz`` (a unit quaternion, scalar first) and ``position``,
+  the R and t of ``p_world = R @ p_camera + t`` with camera axes as OpenCV's (x right, y down,
+  z forward: viser's documented convention for every camera of its Python API), ``fov`` (the
+  *vertical* field of view, radians) and ``aspect`` (canvas width / height).
+- The viewer adds every geometry in map coordinates (no transform on the scene root), so viser's
+  world is the map frame and ``T_WC = [[R, t], [0, 0, 0, 1]]`` is exactly the camera-to-map pose
+  that :meth:`Mapper.render` and ``neural-mapping render --pose`` take (OpenCV axes, see
+  :mod:`neural_mapping.camera`). No axis flip is needed; three.js's own camera looks down -z
+  with y up, and viser converts to the OpenCV frame before it reports it.
+- Intrinsics of a ``W x H`` render: square pixels, ``fy = fx = (H / 2) / tan(fov / 2)`` and the
+  principal point at the image centre in this project's pixel convention (pixel (u, v) is centred
+  at (u, v), so the image spans [-0.5, W - 0.5]): ``cx = (W - 1) / 2``, ``cy = (H - 1) / 2``.
+
+Renders run as jobs on the trainer between two steps (``core.run``), at most one per
+``min_interval_s``, and only once the camera has not moved for ``settle_s``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from neural_mapping.camera import intrinsics, make_T
+
+MODES = ("color", "depth", "normals")
+
+
+def quat_wxyz_to_R(wxyz) -> np.ndarray:
+    """Rotation matrix of a unit quaternion given scalar first (viser's order; camera.quat_to_R takes xyzw)."""
+    w, x, y, z = (float(v) for v in np.asarray(wxyz, np.float64) / np.linalg.norm(wxyz))
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def R_to_wxyz(R: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`quat_wxyz_to_R` (w >= 0)."""
+    from neural_mapping.camera import R_to_quat
+
+    x, y, z, w = R_to_quat(np.asarray(R, np.float64))
+    q = np.array([w, x, y, z])
+    return q if w >= 0 else -q
+
+
+def camera_T_WC(wxyz, position) -> np.ndarray:
+    """Camera-to-map pose (OpenCV axes) of a viser camera (see the module doc)."""
+    return make_T(quat_wxyz_to_R(wxyz), np.asarray(position, np.float64))
+
+
+def camera_K(fov_rad: float, width: int, height: int) -> np.ndarray:
+    """Pinhole intrinsics of a ``width x height`` image with vertical field of view ``fov_rad``."""
+    if not 0 < fov_rad < math.pi:
+        raise ValueError(f"vertical fov must be in (0, pi), got {fov_rad}")
+    f = 0.5 * height / math.tan(0.5 * fov_rad)
+    return intrinsics(f, f, 0.5 * (width - 1), 0.5 * (height - 1))
+
+
+def render_size(height: int, aspect: float) -> tuple[int, int]:
+    """(W, H) of a render ``height`` rows tall at the browser's aspect ratio."""
+    H = max(8, int(height))
+    return max(8, int(round(H * float(aspect)))), H
+
+
+@dataclass
+class LookRequest:
+    T_WC: np.ndarray  # (4, 4) camera-to-map, OpenCV axes
+    fov_rad: float  # vertical
+    aspect: float  # width / height
+    height: int  # rows of the render
+    mode: str  # one of MODES
+
+    def key(self) -> tuple:
+        return (np.round(self.T_WC, 5).tobytes(), round(self.fov_rad, 5), round(self.aspect, 4), self.height, self.mode)
+
+
+def render_look(mapper, req: LookRequest) -> tuple[np.ndarray, dict]:
+    """The image (H, W, 3) uint8 that the look-through panel shows, rendered from ``mapper``; and
+    what it took ({'seconds', 'hit', 'W', 'H'}). Colour as rendered; depth as a grey ramp (near
+    bright) over the hit range; normals are the field's gradient at the hit points, world frame,
+    shown as (n + 1) / 2 (sdf: the gradient; nerf: minus the density gradient). Run it on the trainer."""
+    t0 = time.perf_counter()
+    W, H = render_size(req.height, req.aspect)
+    K = camera_K(req.fov_rad, W, H)
+    r = mapper.render(req.T_WC, K, H, W)
+    hit = r.depth > 0
+    if req.mode == "color":
+        img = r.color
+    elif req.mode == "depth":
+        img = depth_image(r.depth)
+    elif req.mode == "normals":
+        img = normals_image(mapper, req.T_WC, K, r.depth)
+    else:
+        raise ValueError(f"mode must be one of {MODES}, got {req.mode!r}")
+    out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out, {"seconds": time.perf_counter() - t0, "hit": float(hit.mean()), "W": W, "H": H}
+
+
+def depth_image(depth: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float in [0, 1]: near hits bright, far ones dark, no hit black."""
+    hit = depth > 0
+    out = np.zeros(depth.shape + (3,), np.float32)
+    if hit.any():
+        lo, hi = float(depth[hit].min()), float(depth[hit].max())
+        g = 1.0 - 0.8 * (depth - lo) / max(hi - lo, 1e-6)
+        out[hit] = g[hit, None]
+    return out
+
+
+def normals_image(mapper, T_WC: np.ndarray, K: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float: world-frame unit normals of the field at the rendered hit points, as (n + 1) / 2."""
+    H, W = depth.shape
+    out = np.zeros((H, W, 3), np.float32)
+    hit = depth > 0
+    if not hit.any():
+        return out
+    v, u = np.nonzero(hit)
+    z = depth[v, u].astype(np.float64)
+    pts_C = np.column_stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z])
+    pts_W = pts_C @ T_WC[:3, :3].T + T_WC[:3, 3]
+    g = mapper.query(pts_W, want_gradient=True).gradient.astype(np.float64)
+    if mapper.cfg.field.kind != "sdf":
+        g = -g  # density grows into the surface: the outward normal is minus its gradient
+    n = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-9)
+    out[v, u] = (0.5 * (n + 1.0)).astype(np.float32)
+    return out
+
+
+class LookThrough:
+    """Renders for the look-through panel, debounced and rate bounded.
+
+    ``camera_moved(req)`` records the latest camera; ``poll()`` (called by the viewer's loop or
+    :meth:`run_forever`'s thread) renders it with ``run_job(lambda m: render_look(m, req))`` once
+    it has been still for ``settle_s`` and at least ``min_interval_s`` after the previous render,
+    and hands the image to ``show(img, info)``. ``force()`` renders again at the next poll (the map
+    changed, or the mode or resolution did).
+    """
+
+    def __init__(self, run_job: Callable, show: Callable[[np.ndarray, dict], None], *, settle_s: float = 0.25,
+                 min_interval_s: float = 1.0) -> None:
+        self.run_job, self.show = run_job, show
+        self.settle_s, self.min_interval_s = float(settle_s), float(min_interval_s)
+        self.enabled = True
+        self._req: LookRequest | None = None
+        self._moved_at = 0.0
+        self._last_key: tuple | None = None
+        self._last_render = -1e9
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self.renders = 0
+        self.last_info: dict = {}
+        self.last_request: LookRequest | None = None
+        self.last_image: np.ndarray | None = None
+
+    def camera_moved(self, req: LookRequest) -> None:
+        with self._lock:
+            self._req, self._moved_at = req, time.monotonic()
+        self._wake.set()
+
+    def force(self) -> None:
+        with self._lock:
+            self._last_key = None
+        self._wake.set()
+
+    def due(self, now: float | None = None) -> LookRequest | None:
+        """The request to render now, or None (nothing new, still moving, or too soon)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            req = self._req
+            if not self.enabled or req is None or req.key() == self._last_key:
+                return None
+            if now - self._moved_at < self.settle_s or now - self._last_render < self.min_interval_s:
+                return None
+            return req
+
+    def poll(self) -> bool:
+        """Render if due (see the class doc); True when it rendered."""
+        req = self.due()
+        if req is None:
+            return False
+        with self._lock:
+            self._last_key, self._last_render = req.key(), time.monotonic()
+        img, info = self.run_job(lambda m: render_look(m, req))
+        self.renders += 1
+        self.last_info, self.last_request, self.last_image = info, req, img
+        self.show(img, info)
+        return True
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if not self.poll():
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+            except Exception as e:  # noqa: BLE001 - a failed render must not end the viewer
+                self.last_info = {"error": f"{type(e).__name__}: {e}"}
+                stop.wait(0.5)

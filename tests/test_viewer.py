@@ -1,0 +1,186 @@
+"""The web viewer without a browser: the camera convention, mesh chunks, the look-through debounce,
+the config and the controls. The browser test is tests/test_viewer_browser.py."""
+
+import logging
+import math
+import socket
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("viser")
+
+from neural_mapping.camera import invert_T  # noqa: E402
+from neural_mapping.config import ConfigError, MapperConfig, to_flat  # noqa: E402
+from neural_mapping.io.synthetic import look_at_T_WC  # noqa: E402
+from neural_mapping.viewer.config import ViewerConfig  # noqa: E402
+from neural_mapping.viewer.look import (LookRequest, LookThrough, R_to_wxyz, camera_K, camera_T_WC,  # noqa: E402
+                                        quat_wxyz_to_R, render_size)
+from neural_mapping.viewer.mesh_chunks import MeshChunks, split_chunks  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def project(T_WC, K, pts_W):
+    p = (invert_T(T_WC) @ np.c_[pts_W, np.ones(len(pts_W))].T).T[:, :3]
+    return (K @ p.T).T[:, :2] / p[:, 2:3], p[:, 2]
+
+
+def test_browser_camera_is_T_WC_in_opencv_axes_and_K_follows_the_vertical_fov():
+    eye, target = np.array([1.0, -2.0, 1.5]), np.array([0.3, 0.4, 0.8])
+    T = look_at_T_WC(eye, target)  # OpenCV axes, z up: what viser reports as (wxyz, position)
+    wxyz = R_to_wxyz(T[:3, :3])
+    assert wxyz[0] >= 0 and np.isclose(np.linalg.norm(wxyz), 1.0)
+    T2 = camera_T_WC(wxyz, eye)
+    np.testing.assert_allclose(T2, T, atol=1e-12)
+    # viser's documented frame: look direction = R[:, 2] (+z), up on screen = -R[:, 1] (-y)
+    R = quat_wxyz_to_R(wxyz)
+    np.testing.assert_allclose(R[:, 2], (target - eye) / np.linalg.norm(target - eye), atol=1e-12)
+    assert R[:, 1] @ np.array([0, 0, 1.0]) < 0  # image y (down) points away from world up
+    fov, W, H = math.radians(50.0), 160, 120
+    K = camera_K(fov, W, H)
+    uv, z = project(T, K, target[None])
+    np.testing.assert_allclose(uv[0], [(W - 1) / 2, (H - 1) / 2], atol=1e-9)  # the look-at point is the centre
+    # a point on the top edge of the vertical fov lands on the top border of the image (v = -0.5)
+    up = -R[:, 1]
+    top = eye + (R[:, 2] + math.tan(fov / 2) * up) * 2.0
+    uv, z = project(T, K, top[None])
+    np.testing.assert_allclose(uv[0], [(W - 1) / 2, -0.5], atol=1e-9)
+    assert render_size(240, 4 / 3) == (320, 240)
+    with pytest.raises(ValueError):
+        camera_K(0.0, W, H)
+
+
+def test_quaternion_order_is_scalar_first():
+    np.testing.assert_allclose(quat_wxyz_to_R([1, 0, 0, 0]), np.eye(3))
+    c = math.cos(math.pi / 4)
+    np.testing.assert_allclose(quat_wxyz_to_R([c, 0, 0, c]), [[0, -1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+
+
+class FakeHandle:
+    def __init__(self, scene, name, nfaces):
+        self.scene, self.name, self.nfaces, self.visible = scene, name, nfaces, True
+
+    def remove(self):
+        self.scene.removed.append(self.name)
+
+
+class FakeScene:
+    def __init__(self):
+        self.sent, self.removed = [], []
+
+    def add_mesh_simple(self, name, v, f, **kw):
+        self.sent.append((name, len(f)))
+        return FakeHandle(self, name, len(f))
+
+    add_mesh_trimesh = None
+
+
+class FakeServer:
+    def __init__(self):
+        self.scene = FakeScene()
+
+
+def grid_mesh(n, z=0.0, x0=0.0):
+    xs = np.arange(n + 1) * 0.1 + x0
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    v = np.c_[X.ravel(), Y.ravel(), np.full(X.size, z)]
+    i = np.arange(n)[:, None] * (n + 1) + np.arange(n)[None, :]
+    a, b, c, d = i, i + 1, i + n + 1, i + n + 2
+    f = np.r_[np.c_[a.ravel(), c.ravel(), b.ravel()], np.c_[b.ravel(), c.ravel(), d.ravel()]]
+    return v, f
+
+
+def test_chunks_keep_every_triangle_and_only_changed_chunks_are_resent():
+    v, f = grid_mesh(30)  # 3 m x 3 m: chunks of 1.28 m -> 3 x 3
+    parts = split_chunks(v, f, None, 1.28)
+    assert len(parts) == 9 and sum(len(p[1]) for p in parts.values()) == len(f)
+    tri = lambda vv, ff: {tuple(np.round(vv[t].astype(float), 4).ravel().tolist()) for t in ff}  # noqa: E731
+    assert set().union(*(tri(*p[:2]) for p in parts.values())) == tri(v, f)
+    srv = FakeServer()
+    mc = MeshChunks(srv, chunk_m=1.28)
+    u = mc.update(v, f, None)
+    assert (u.sent, u.removed, u.chunks, u.triangles_sent) == (9, 0, 9, len(f))
+    assert mc.update(v, f, None).sent == 0  # nothing changed: nothing resent
+    v2 = v.copy()
+    v2[0, 2] += 0.01  # move one vertex in the chunk at the origin
+    u = mc.update(v2, f, None)
+    assert u.sent == 1 and srv.scene.sent[-1][0] == mc.name((0, 0, 0))
+    keep = np.all(v[f][:, :, 0].mean(1, keepdims=True) < 1.28, axis=1)  # drop the chunks with x >= 1.28
+    u = mc.update(v2, f[keep], None)
+    assert u.removed == 6 and u.sent == 0 and u.chunks == 3
+
+
+def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate():
+    done = []
+    lt = LookThrough(lambda fn: fn("map"), lambda img, info: done.append(info), settle_s=0.2, min_interval_s=0.5)
+    import neural_mapping.viewer.look as look
+
+    calls = []
+    orig = look.render_look
+    look.render_look = lambda m, req: (calls.append(req) or (np.zeros((2, 2, 3), np.uint8), {"n": len(calls)}))
+    try:
+        req = LookRequest(np.eye(4), 1.0, 4 / 3, 60, "color")
+        lt.camera_moved(req)
+        assert not lt.poll()  # still moving
+        time.sleep(0.25)
+        assert lt.poll() and len(calls) == 1
+        assert not lt.poll()  # same camera: nothing new
+        T = np.eye(4)
+        T[0, 3] = 0.1
+        lt.camera_moved(LookRequest(T, 1.0, 4 / 3, 60, "color"))
+        time.sleep(0.25)
+        assert not lt.poll()  # settled, but within min_interval_s of the last render
+        time.sleep(0.3)
+        assert lt.poll() and len(calls) == 2 and lt.last_request.T_WC[0, 3] == 0.1
+        lt.force()
+        time.sleep(0.5)
+        assert lt.poll() and len(calls) == 3  # forced: the same camera again (new mode, new map)
+    finally:
+        look.render_look = orig
+
+
+def test_viewer_config_is_the_viewer_parameter_group():
+    flat = to_flat(MapperConfig())
+    assert {k: v for k, v in flat.items() if k.startswith("viewer.")} == {
+        "viewer.enabled": False, "viewer.port": 8080, "viewer.host": "127.0.0.1", "viewer.allow_control": False}
+    assert not ViewerConfig().exposed and ViewerConfig(host="0.0.0.0").exposed
+    with pytest.raises(ConfigError):
+        ViewerConfig(port=0)
+
+
+def empty_core():
+    from neural_mapping.config import preset
+    from neural_mapping.mapper import Mapper
+    from neural_mapping.online import OnlineMapper
+
+    return OnlineMapper(Mapper(preset("cpu")))
+
+
+def test_exposed_host_warns_and_controls_exist_only_when_allowed(caplog):
+    from neural_mapping.viewer.server import Viewer
+
+    core = empty_core()
+    with caplog.at_level(logging.WARNING):
+        v = Viewer(core, ViewerConfig(host="0.0.0.0", port=free_port(), allow_control=True)).start()
+    try:
+        assert any("reachable from other machines" in r.message and "pause, save and reset" in r.message
+                   for r in caplog.records)
+        assert v.panels.pause_btn is not None and v.panels.reset_btn is not None
+        assert v._pause(True) == "training paused" and core.paused
+        assert v._pause(False) == "training resumed" and not core.paused
+    finally:
+        v.stop()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        v = Viewer(core, ViewerConfig(port=free_port())).start()
+    try:
+        assert not caplog.records
+        assert v.panels.controls is None and v.panels.pause_btn is None
+    finally:
+        v.stop()
