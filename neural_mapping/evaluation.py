@@ -1,4 +1,4 @@
-"""Evaluation: mesh accuracy/completion/F-score, depth L1, PSNR, SDF error, TSDF baseline.
+"""Evaluation: mesh accuracy/completion/F-score, depth L1, PSNR, SDF error (TSDF baseline: tsdf_baseline.py).
 
 Mesh metrics follow the usual definitions (iMAP, NICE-SLAM, Co-SLAM), with exact
 point-to-mesh distances (Open3D ray-casting scene) instead of point-to-point:
@@ -18,7 +18,6 @@ where the frame has a valid depth measurement.
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -163,9 +162,9 @@ def _fscore(p: float, r: float) -> float:
     return 0.0 if p + r == 0 else 2 * p * r / (p + r)
 
 
-def mesh_metrics(pred_mesh, gt_mesh, n_points: int = 200_000, frames: Iterable[Frame] | None = None,
-                 seed: int = 0, visibility_tol_m: float = 0.03) -> MeshMetrics:
-    """Compare two meshes (see the module doc); ``frames`` restricts GT to what they saw."""
+def gt_points(gt_mesh, n_points: int = 200_000, frames: Iterable[Frame] | None = None, seed: int = 0,
+              visibility_tol_m: float = 0.03) -> tuple[np.ndarray, float]:
+    """(GT surface points, the fraction of them seen): samples of ``gt_mesh``, those ``frames`` saw."""
     gt_pts = sample_surface(gt_mesh, n_points, seed=seed)
     if len(gt_pts) == 0:
         raise ValueError("the ground-truth mesh has no surface")
@@ -176,6 +175,14 @@ def mesh_metrics(pred_mesh, gt_mesh, n_points: int = 200_000, frames: Iterable[F
         if not vis.any():
             raise ValueError("no ground-truth surface is visible from the given frames")
         gt_pts = gt_pts[vis]
+    return gt_pts, vis_frac
+
+
+def mesh_metrics(pred_mesh, gt_mesh, n_points: int = 200_000, frames: Iterable[Frame] | None = None,
+                 seed: int = 0, visibility_tol_m: float = 0.03, gt: tuple | None = None) -> MeshMetrics:
+    """Compare two meshes (see the module doc); ``frames`` restricts GT to what they saw;
+    ``gt`` (from :func:`gt_points`) reuses GT points across predictions."""
+    gt_pts, vis_frac = gt if gt is not None else gt_points(gt_mesh, n_points, frames, seed, visibility_tol_m)
     pred_pts = sample_surface(pred_mesh, n_points, seed=seed + 1)
     if len(pred_pts) == 0:
         return MeshMetrics(float("inf"), float("inf"), float("inf"), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
@@ -238,53 +245,66 @@ def sdf_error(pred_sdf: np.ndarray, gt_sdf: np.ndarray, band_m: float | None = N
     return SdfError(float(e.mean()), float(np.median(e)), float(e.max()), int(len(e)))
 
 
+# ----------------------------------------------------------------------------- distances (iSDF's protocol)
+
+#: true-distance bins (m) of the distance errors
+DISTANCE_BINS = ((0.0, 0.1), (0.1, 0.5), (0.5, 1.0), (1.0, 2.0))
+
+
+def free_space_points(frames: list[Frame], n: int, seed: int = 0, max_depth_m: float = 6.0) -> np.ndarray:
+    """(n, 3) points in observed free space: on random valid rays of random frames, uniformly between
+    the camera and 97 % of the measured depth (so a sensor's noise does not put them behind surfaces)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    per = max(1, int(np.ceil(n / max(1, len(frames)))))
+    for f in frames:
+        v, u = np.nonzero((f.depth_m > 0) & (f.depth_m < max_depth_m))
+        if len(v) == 0:
+            continue
+        k = rng.integers(0, len(v), per)
+        z = f.depth_m[v[k], u[k]] * rng.uniform(0.0, 0.97, per)
+        p_C = np.stack([(u[k] - f.K[0, 2]) / f.K[0, 0] * z, (v[k] - f.K[1, 2]) / f.K[1, 1] * z, z], 1)
+        out.append(p_C @ f.T_WC[:3, :3].T + f.T_WC[:3, 3])
+    pts = np.concatenate(out) if out else np.zeros((0, 3))
+    return pts[rng.permutation(len(pts))[:n]]
+
+
+def distance_and_gradient(pts: np.ndarray, mesh) -> tuple[np.ndarray, np.ndarray]:
+    """Unsigned distance (N,) to a mesh and its gradient (N, 3), the unit vector from the closest point.
+
+    In observed free space this is the signed distance (RaycastingScene.compute_signed_distance gives
+    the same there, but its sign is unreliable on meshes that are not closed, e.g. Replica's)."""
+    import open3d as o3d
+
+    p = np.asarray(pts, np.float32)
+    ans = _scene(mesh).compute_closest_points(o3d.core.Tensor(p))
+    diff = p.astype(np.float64) - ans["points"].numpy().astype(np.float64)
+    d = np.linalg.norm(diff, axis=1)
+    return d, diff / np.maximum(d, 1e-9)[:, None]
+
+
+def distance_errors(true_d: np.ndarray, true_g: np.ndarray, pred_d: np.ndarray, pred_g: np.ndarray,
+                    bins=DISTANCE_BINS) -> list[dict]:
+    """Per true-distance bin: mean |distance error| (cm) and mean gradient cosine error 1 - cos."""
+    out = []
+    pn = np.linalg.norm(pred_g, axis=1)
+    cos = np.sum(pred_g * true_g, 1) / np.maximum(pn, 1e-9)
+    for lo, hi in bins:
+        m = (true_d >= lo) & (true_d < hi) & np.isfinite(pred_d) & np.isfinite(cos)
+        n = int(m.sum())
+        out.append({"bin_m": [lo, hi], "n": n,
+                    "mean_abs_cm": float(100 * np.abs(pred_d[m] - true_d[m]).mean()) if n else float("nan"),
+                    "grad_cos_err": float((1 - cos[m]).mean()) if n else float("nan")})
+    return out
+
+
 # ----------------------------------------------------------------------------- TSDF baseline
 
-
-@dataclass
-class TsdfResult:
-    mesh: object  # open3d.geometry.TriangleMesh (legacy), map frame
-    seconds: float  # integration + meshing
-    frames: int
-    voxel_m: float
-    memory_mb: float  # voxel blocks in use x block size x bytes per voxel
-
-
-def tsdf_baseline(frames: Iterable[Frame], voxel_m: float = 0.02, trunc_m: float | None = None,
-                  max_depth_m: float = 6.0, weight_threshold: float = 0.5) -> TsdfResult:
-    """Classical TSDF fusion of the same frames (Open3D VoxelBlockGrid, CPU), meshed.
-
-    (Open3D 0.20's legacy ScalableTSDFVolume returned empty meshes here, so the tensor
-    VoxelBlockGrid is used.)
-    """
-    import open3d as o3d
-    import open3d.core as o3c
-
-    dev = o3c.Device("CPU:0")
-    trunc = trunc_m if trunc_m is not None else 4 * voxel_m
-    block_res = 8
-    vbg = o3d.t.geometry.VoxelBlockGrid(
-        attr_names=("tsdf", "weight", "color"), attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
-        attr_channels=((1), (1), (3)), voxel_size=voxel_m, block_resolution=block_res, block_count=50_000,
-        device=dev)
-    t0 = time.perf_counter()
-    n = 0
-    for f in frames:
-        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(f.depth_m, dtype=np.float32)))
-        color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(f.rgb, dtype=np.float32) / 255.0))
-        K = o3c.Tensor(np.asarray(f.K, dtype=np.float64))
-        ext = o3c.Tensor(np.linalg.inv(f.T_WC))
-        coords = vbg.compute_unique_block_coordinates(depth, K, ext, 1.0, max_depth_m, trunc_voxel_multiplier=trunc / voxel_m)
-        vbg.integrate(coords, depth, color, K, K, ext, 1.0, max_depth_m, trunc_voxel_multiplier=trunc / voxel_m)
-        n += 1
-    mesh = vbg.extract_triangle_mesh(weight_threshold=weight_threshold).to_legacy()
-    seconds = time.perf_counter() - t0
-    n_blocks = int(vbg.hashmap().size())
-    mem = n_blocks * block_res ** 3 * (4 + 4 + 12) / 2 ** 20
-    return TsdfResult(mesh, seconds, n, voxel_m, mem)
+from neural_mapping.tsdf_baseline import TsdfResult, tsdf_baseline  # noqa: E402  (moved; old import path kept)
 
 
 __all__ = [
     "sample_surface", "distance_to_mesh", "signed_distance_to_mesh", "visible_mask", "MeshMetrics",
-    "mesh_metrics", "depth_l1", "psnr", "SdfError", "sdf_error", "TsdfResult", "tsdf_baseline",
+    "mesh_metrics", "gt_points", "free_space_points", "distance_and_gradient", "distance_errors", "DISTANCE_BINS",
+    "depth_l1", "psnr", "SdfError", "sdf_error", "TsdfResult", "tsdf_baseline",
 ]
