@@ -25,7 +25,9 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +41,11 @@ MAGIC = b"NEURALMAP\n"
 FORMAT_VERSION = 1
 _MAX_HEADER = 1 << 20
 _NUMPY_PATHS = "__numpy_paths__"
+_TMP_SUFFIX = ".tmp"
+#: temporary files of save_map: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+_TMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
+#: temporary files untouched this long (s) are left over from a killed save
+STALE_TMP_S = 60.0
 
 
 class MapFileError(InputError):
@@ -94,12 +101,24 @@ def _to_tensors(obj, path: tuple, paths: list):
     return obj
 
 
-def _restore_numpy(d: dict, paths: list) -> None:
+def _restore_numpy(d: dict, paths, where: str) -> None:
+    """Turn the tensors at ``paths`` (lists of keys/indices into ``d``) back into numpy arrays;
+    MapFileError when a path does not lead to a tensor (a crafted or foreign payload)."""
+    if not isinstance(paths, list):
+        raise MapFileError(f"{where}: map payload is corrupted ({_NUMPY_PATHS} is not a list)")
     for p in paths:
-        parent = d
-        for k in p[:-1]:
-            parent = parent[k]
-        parent[p[-1]] = parent[p[-1]].numpy()
+        try:
+            if not isinstance(p, list) or not p:
+                raise TypeError("not a non-empty list")
+            parent = d
+            for k in p[:-1]:
+                parent = parent[k]
+            leaf = parent[p[-1]]
+            if not torch.is_tensor(leaf):
+                raise TypeError(f"{type(leaf).__name__}, not a tensor")
+            parent[p[-1]] = leaf.numpy()
+        except (KeyError, IndexError, TypeError) as e:
+            raise MapFileError(f"{where}: map payload is corrupted ({_NUMPY_PATHS} entry {p!r}: {e})") from None
 
 
 # ----------------------------------------------------------------------------- save / load
@@ -136,7 +155,8 @@ def save_map(mapper, path: str | Path, include_keyframes: bool = False) -> Path:
     d = path.resolve().parent
     if not d.is_dir():
         raise MapFileError(f"{path}: directory {d} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=d)
+    remove_stale_temp_files(d)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC)
@@ -152,6 +172,35 @@ def save_map(mapper, path: str | Path, include_keyframes: bool = False) -> Path:
             pass
         raise
     return path
+
+
+def remove_stale_temp_files(directory: str | Path, older_than_s: float = STALE_TMP_S) -> list[Path]:
+    """Delete the temporary files of saves that were killed (SIGKILL, power loss) in ``directory``:
+    names ``.NAME.XXXXXXXX.tmp`` as :func:`save_map` makes them, holding the start of a map file
+    (or nothing yet), untouched for ``older_than_s`` seconds (a save in progress in another process
+    writes continuously). Returns the paths removed; files it cannot remove are left."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return removed
+    for e in entries:
+        if not _TMP_RE.match(e.name):
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < older_than_s:
+                continue
+            with open(e.path, "rb") as f:
+                head = f.read(len(MAGIC))
+            if MAGIC.startswith(head):  # empty, or the start of a map file
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+                log.info("removed %s, the temporary file of an interrupted save", e.path)
+        except OSError:
+            continue
+    return removed
 
 
 def _json_default(o):
@@ -209,7 +258,7 @@ def load_state(path: str | Path) -> dict:
         raise MapFileError(f"{path}: map payload cannot be read: {e}") from None
     if not isinstance(d, dict):
         raise MapFileError(f"{path}: map payload is not a state dict")
-    _restore_numpy(d, d.pop(_NUMPY_PATHS, []))
+    _restore_numpy(d, d.pop(_NUMPY_PATHS, []), str(path))
     return d
 
 
@@ -230,5 +279,5 @@ def load_map(path: str | Path, device: str | torch.device | None = None):
         raise MapFileError(f"{path}: map file does not match this version of neural_mapping: {e}") from None
 
 
-__all__ = ["MapFileError", "save_map", "load_map", "load_state", "read_header", "FORMAT_VERSION", "check_map_name",
+__all__ = ["MapFileError", "save_map", "remove_stale_temp_files", "load_map", "load_state", "read_header", "FORMAT_VERSION", "check_map_name",
            "resolve_in_dir"]

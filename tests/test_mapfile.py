@@ -207,3 +207,65 @@ def test_good_map_name_resolves_inside_map_dir(tmp_path):
     assert check_map_name("office_2024-01.map") is None
     p = resolve_in_dir(str(tmp_path), "office.map")
     assert p == (tmp_path / "office.map").resolve() and p.parent == tmp_path.resolve()
+
+
+# ----------------------------------------------------------------------------- crafted payloads, old layouts, leftovers
+
+def rewrite_payload(src, dst, mutate):
+    """A copy of map file ``src`` at ``dst`` whose payload dict went through ``mutate``, with a
+    header (length, checksum) that matches it: only the payload's content is wrong."""
+    import hashlib
+    import io
+
+    header, offset = read_header(src)
+    d = torch.load(io.BytesIO(src.read_bytes()[offset:]), weights_only=True)
+    mutate(d)
+    buf = io.BytesIO()
+    torch.save(d, buf)
+    payload = buf.getvalue()
+    header.update(payload_bytes=len(payload), payload_sha256=hashlib.sha256(payload).hexdigest())
+    dst.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + payload)
+    return dst
+
+
+@pytest.mark.parametrize("paths", [[["no_such_key"]], "not a list", [["cfg"]], [[]], [["bounds_lo", 7]]])
+def test_a_bad_numpy_paths_entry_with_a_valid_checksum_is_a_map_file_error(saved, tmp_path, paths):
+    bad = rewrite_payload(saved, tmp_path / "crafted.pt", lambda d: d.__setitem__("__numpy_paths__", paths))
+    with pytest.raises(MapFileError, match="__numpy_paths__"):
+        load_map(bad)
+
+
+def test_a_map_file_with_the_former_dense_coverage_loads(trained, saved, tmp_path):
+    """Map files written before the block-sparse coverage stored a dense volume + origin."""
+    def to_dense(d):
+        m = trained.coverage.observed_mask()
+        surf = trained.coverage.surface_mask().mask
+        state = np.where(surf, 2, np.where(m.mask, 1, 0)).astype(np.uint8)
+        d["coverage"] = {"voxel_m": trained.coverage.voxel_m, "origin": torch.from_numpy(m.origin.copy()),
+                         "state": torch.from_numpy(state), "n_updates": trained.coverage.n_updates}
+
+    old = rewrite_payload(saved, tmp_path / "old.pt", to_dense)
+    m2 = load_map(old)
+    pts = np.random.default_rng(3).uniform(-3, 3, size=(20_000, 3))
+    np.testing.assert_array_equal(m2.coverage.observed(pts), trained.coverage.observed(pts))
+    assert m2.coverage.n_blocks == trained.coverage.n_blocks and m2.coverage.n_updates == trained.coverage.n_updates
+
+
+def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(trained, tmp_path):
+    from neural_mapping.mapfile import STALE_TMP_S
+
+    old_tmp = tmp_path / ".map.pt.ab12CD_9.tmp"  # a save killed half way: the start of a map file
+    old_tmp.write_bytes(MAGIC + b'{"format_version"')
+    empty_tmp = tmp_path / ".other.map.x1y2z3w4.tmp"  # killed before writing anything
+    empty_tmp.write_bytes(b"")
+    fresh_tmp = tmp_path / ".map.pt.zz99yy88.tmp"  # another process saving right now
+    fresh_tmp.write_bytes(MAGIC)
+    foreign = tmp_path / ".notes.abcdefgh.tmp"  # not ours: other content
+    foreign.write_bytes(b"my notes")
+    past = os.path.getmtime(old_tmp) - STALE_TMP_S - 5
+    for p in (old_tmp, empty_tmp, foreign):
+        os.utime(p, (past, past))
+    save_map(trained, tmp_path / "map.pt")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([fresh_tmp.name, foreign.name, "map.pt"])
+    assert load_map(tmp_path / "map.pt").stats.steps == trained.stats.steps
