@@ -187,3 +187,26 @@ def test_3dmatch_jpg_colour_and_7scenes_intrinsics(seq, tmp_path):
     assert len(frames) == 2 and src.skipped == 0
     assert np.allclose(frames[0].K, [[585, 0, 320], [0, 585, 240], [0, 0, 1]])
     assert np.abs(frames[0].rgb.astype(int) - seq.frames[0].rgb).mean() < 5.0
+
+
+def test_eight_bit_depth_pngs_are_refused_not_read_as_millimetres(seq, tmp_path):
+    write_replica(seq.frames[:2], tmp_path, color_ext="png")
+    p = tmp_path / "results" / "depth000001.png"
+    d8 = np.clip(np.asarray(Image.open(p), dtype=np.float64) / 6553.5 * 50, 0, 255).astype(np.uint8)
+    Image.fromarray(d8, "L").save(p)
+    assert Image.open(p).mode == "L"
+    src = open_source(tmp_path)
+    frames = list(src)
+    assert len(frames) == 1 and src.skipped == 1
+    assert "must be a 16-bit single-channel PNG, got mode L (8-bit)" in src.skip_reasons[0]
+
+
+def test_replica_traj_one_line_short_counts_the_skipped_frame(seq, tmp_path):
+    write_replica(seq.frames[:4], tmp_path, color_ext="png")
+    traj = tmp_path / "traj.txt"
+    traj.write_text("\n".join(traj.read_text().splitlines()[:3]) + "\n")
+    src = open_source(tmp_path)
+    assert len(src) == 4  # the dataset lists 4 frames ...
+    assert len(list(src)) == 3 and src.skipped == 1  # ... of which one has no pose
+    assert "no line 4 in" in src.skip_reasons[0] and "frame000003" in src.skip_reasons[0]
+    assert len(list(src)) == 3 and src.skipped == 1  # the same on every pass

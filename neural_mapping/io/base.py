@@ -68,8 +68,10 @@ class IndexedSource(FrameSource):
     """A dataset whose frames are listed up front (3DMatch, Replica, TUM)."""
 
     def __init__(self, name: str, fmt: str, records: list[FrameRecord], K: np.ndarray, depth_scale: float,
-                 invalid_depth: tuple[int, ...] = (0,)):
+                 invalid_depth: tuple[int, ...] = (0,), listing_skips: list[tuple[str, str]] = ()):
         super().__init__(name)
+        #: (frame, why) of frames the dataset lists but cannot give (e.g. no pose): counted as skipped
+        self.listing_skips = list(listing_skips)
         self.fmt = fmt
         self.records = records
         self.K = np.asarray(K, dtype=np.float64)
@@ -77,9 +79,11 @@ class IndexedSource(FrameSource):
         self.invalid_depth = invalid_depth
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) + len(self.listing_skips)
 
     def _frames(self) -> Iterator[Frame]:
+        for what, why in self.listing_skips:
+            self._skip(what, why)
         for r in self.records:
             try:
                 rgb = read_rgb(r.color)
@@ -122,8 +126,9 @@ def read_depth_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("I;16", "I;16B", "I;16L", "I", "L"):
-                raise ValueError(f"{path}: depth must be a 16-bit single-channel PNG, got mode {im.mode}")
+            if im.mode not in ("I;16", "I;16B", "I;16L", "I"):  # 8-bit ("L") has no room for millimetres
+                bits = " (8-bit)" if im.mode in ("L", "P", "1") else ""
+                raise ValueError(f"{path}: depth must be a 16-bit single-channel PNG, got mode {im.mode}{bits}")
             a = np.asarray(im)
     except UnidentifiedImageError as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None

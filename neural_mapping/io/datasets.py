@@ -195,21 +195,21 @@ def read_replica(root: str | Path, fps: float = DEFAULT_FPS) -> IndexedSource:
             poses.append(np.array(vals).reshape(4, 4))
     except ValueError as e:
         raise InputError(f"{traj}: {e}") from None
-    records = []
+    records, no_pose = [], []
     for p in sorted(res.iterdir()):
         m = _REPLICA_COLOR.match(p.name)
         if not m:
             continue
         n = int(m.group(1))
         depth = res / f"depth{m.group(1)}.png"
-        if n >= len(poses):
-            log.warning("%s: no line %d in %s; frame skipped", p, n + 1, traj)
+        if n >= len(poses):  # counted (source_skipped) and logged when the frames are read
+            no_pose.append((str(res / p.stem), f"no line {n + 1} in {traj}"))
             continue
         records.append(FrameRecord(color=p, depth=depth, stamp_ns=_frame_stamp(n, fps), T_WC=poses[n]))
     records.sort(key=lambda r: r.stamp_ns)
     if not records:
         raise InputError(f"{res}: no frameNNNNNN.jpg|png images")
-    return IndexedSource(str(root), "replica", records, K, depth_scale=cam["scale"])
+    return IndexedSource(str(root), "replica", records, K, depth_scale=cam["scale"], listing_skips=no_pose)
 
 
 def write_replica(frames: Iterable[Frame], out_dir: str | Path, scale: float = 6553.5, color_ext: str = "jpg") -> int:
