@@ -10,7 +10,7 @@ resent only when its digest changed (removed when it emptied). Chunks of two mes
 nothing. Digesting works on the merged mesh (after the extractor's welding and small-component
 removal), so the browser shows exactly the mesh the other products publish.
 
-Vertex colours travel as a GLB (viser's ``add_mesh_trimesh``; ``add_mesh_simple`` has one colour).
+Vertex colours travel as a GLB (:mod:`.glb`, double-sided; ``add_mesh_simple`` has one colour).
 """
 
 from __future__ import annotations
@@ -115,10 +115,9 @@ class MeshChunks:
         if c is None:
             return self.server.scene.add_mesh_simple(self.name(key), v, f, color=(200, 200, 200), side="double",
                                                      visible=self.visible)
-        import trimesh
+        from neural_mapping.viewer.glb import mesh_glb
 
-        m = trimesh.Trimesh(vertices=v, faces=f, vertex_colors=c, vertex_normals=vertex_normals(v, f), process=False)
-        return self.server.scene.add_mesh_trimesh(self.name(key), m, visible=self.visible)
+        return self.server.scene.add_glb(self.name(key), mesh_glb(v, f, c, vertex_normals(v, f)), visible=self.visible)
 
     def set_visible(self, visible: bool) -> None:
         self.visible = bool(visible)

@@ -156,10 +156,13 @@ class Viewer:
             self.trajectory.clear()
             self._extractor = self._mesh_key = self._planes_key = None
         self.trajectory.observe(core.latest_frame)
+        kfs = keyframes_of(m)
         if self.trajectory.version != self._traj_version:
             self._traj_version = self.trajectory.version
             self.layers.set_trajectory(self.trajectory.points())
-        self.layers.set_frusta(keyframes_of(m))
+        elif self._traj_version == 0 and self.layers.frusta != len(kfs):  # no frame seen (a map file): keyframes
+            self.layers.set_trajectory(np.array([k.T_WC_np[:3, 3] for k in sorted(kfs, key=lambda k: k.stamp_ns)]))
+        self.layers.set_frusta(kfs)
         self._update_status(m)
         if not self._camera_set:
             self._place_camera(self.server.get_clients().values())
@@ -168,7 +171,8 @@ class Viewer:
         if not ready or time.monotonic() < self._heavy_after:
             return
         t0 = time.monotonic()
-        if key != self._mesh_key:
+        pending = self._extractor is not None and self._extractor.stats.tiles_pending > 0  # a budgeted update left some
+        if key != self._mesh_key or pending:
             self.update_mesh()
             self._mesh_key = key
         elif key != self._planes_key or self._planes_dirty:
