@@ -24,6 +24,13 @@ if [ -n "$missing" ]; then
   fi
 fi
 
+# --- the viewer's browser test (tests/test_viewer_browser.py): only as root, else it is skipped --
+if [ "$(id -u)" = 0 ] && ! { dpkg -s chromium && dpkg -s chromium-driver; } >/dev/null 2>&1; then
+  echo "[setup] apt-get install chromium chromium-driver (the viewer's headless browser test)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null \
+    || echo "[setup] WARNING: chromium not installed; the viewer's browser test will be skipped"
+fi
+
 # --- venv + requirements -----------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"

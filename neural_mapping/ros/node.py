@@ -67,6 +67,7 @@ class MapperNode(Node):
         self._create_publishers()
         self._create_services()
         self._create_timers()
+        self._create_viewer()
         self.core.start()
 
     # ------------------------------------------------------------------ construction steps
@@ -124,6 +125,15 @@ class MapperNode(Node):
         self.publishing.create_runner(self.cb_products)
         for name in RATE_PARAMS:
             self._set_rate(name, getattr(self.ncfg, name))
+
+    def _create_viewer(self) -> None:
+        """The web viewer on the core (viewer.* parameters; off by default): neural_mapping/viewer."""
+        self.viewer = None
+        if self.mcfg.viewer.enabled:
+            from neural_mapping.viewer.server import Viewer
+
+            self.viewer = Viewer(self.core, self.mcfg.viewer, logger=self.get_logger(),
+                                 save_dir=os.path.expanduser(self.ncfg.map_dir)).start()
 
     def _set_rate(self, name: str, rate_hz: float) -> None:
         """(Re)start the timer of rate parameter ``name``; 0 Hz switches it off."""
@@ -197,6 +207,8 @@ class MapperNode(Node):
             self._shut_down = self._stopping = True
         self.publishing.cancel()
         self.status_pub.cancel()
+        if getattr(self, "viewer", None) is not None:
+            self.viewer.stop()
         if not self.core.stop(timeout=SHUTDOWN_TRAINER_S):
             self.get_logger().warning(f"the trainer did not stop within {SHUTDOWN_TRAINER_S} s; waiting for its step")
             self.core.stop(timeout=30.0)  # never leave it to die inside torch at interpreter exit
