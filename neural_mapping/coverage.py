@@ -313,6 +313,11 @@ class Coverage:
     def n_observed(self) -> int:
         return int(np.count_nonzero(self._pool[:self._n]))
 
+    @property
+    def n_surface(self) -> int:
+        """Observed-surface voxels (those holding a depth point)."""
+        return int(np.count_nonzero(self._pool[:self._n] & SURFACE))
+
     def state_dict(self) -> dict:
         """Everything to restore the record; tensors only (safe for torch.load(weights_only=True))."""
         return {

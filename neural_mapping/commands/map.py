@@ -12,6 +12,7 @@ from pathlib import Path
 
 from neural_mapping.errors import InputError
 from neural_mapping.io.cli_args import add_source_arguments, source_kwargs
+from neural_mapping.io.outputs import require_writable_dir
 
 
 def add_arguments(p) -> None:
@@ -70,11 +71,10 @@ def run(args) -> int:
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError(f"--max-frames must be >= 1, got {args.max_frames}")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a directory")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = resolve_config(args)
     src = open_source(args.input, **source_kwargs(args))
+    require_writable_dir(out, "output directory (--out)", create=True)  # before training, not after
     if not args.quiet:
         log_config(cfg)
     try:
@@ -89,7 +89,10 @@ def run(args) -> int:
     if res.metrics.frames_added == 0:
         raise InputError(f"{args.input}: no usable frame ({res.metrics.frames_read} read, "
                          f"{res.metrics.frames_rejected} rejected, {res.metrics.source_skipped} unreadable)")
-    paths = write_outputs(res, out, cfg, mesh=not args.no_mesh)
+    try:
+        paths = write_outputs(res, out, cfg, mesh=not args.no_mesh)
+    except OSError as e:  # e.g. the disk filled up during training
+        raise InputError(f"{e.filename or out}: cannot write the outputs ({e.strerror or e})") from None
     m = res.metrics
     print(f"map: {m.frames_added} frames ({m.frames_rejected} rejected, {m.frames_held_out} held out, "
           f"{m.source_skipped} unreadable), {m.keyframes} keyframes, {m.steps} steps in {m.wall_s:.1f} s "

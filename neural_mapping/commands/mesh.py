@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.cli_args import add_memory_argument, check_memory
+from neural_mapping.io.outputs import require_writable_dir, write_mesh_verified
 
 
 def add_arguments(p) -> None:
@@ -16,26 +18,28 @@ def add_arguments(p) -> None:
                    help="drop fragments with fewer triangles (default: the map's mesh.min_component_triangles)")
     p.add_argument("--no-color", action="store_true", help="do not colour vertices from the field")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="compute device")
+    add_memory_argument(p)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from neural_mapping.mapfile import load_map
-    from neural_mapping.products import MeshExtractor, save_mesh
+    from neural_mapping.products import MeshExtractor
 
     if not str(args.out).lower().endswith((".ply", ".obj")):
         raise InputError(f"{args.out}: --out must end in .ply or .obj")
     if args.voxel is not None and not args.voxel > 0:
         raise InputError(f"--voxel must be positive, got {args.voxel}")
+    require_writable_dir(Path(args.out).resolve().parent, "directory of --out")
     mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
+    check_memory(mapper, "mesh", args.voxel or mapper.cfg.mesh.voxel_m, args)
     t0 = time.perf_counter()
     ex = MeshExtractor(mapper, voxel_m=args.voxel, min_component_triangles=args.min_component,
                        color=False if args.no_color else None)
     mesh = ex.extract(full=True)
     dt = time.perf_counter() - t0
-    try:
-        save_mesh(mesh, args.out)
-    except ValueError as e:
-        raise InputError(str(e)) from None
+    write_mesh_verified(mesh, args.out)
     s = ex.stats
     print(f"mesh: {s.vertices} vertices, {s.triangles} triangles at {ex.voxel_m:g} m "
           f"({s.points_queried} field queries, {s.components_removed} small fragments removed) in {dt:.2f} s")

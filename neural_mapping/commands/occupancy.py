@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.cli_args import add_memory_argument, check_memory
+from neural_mapping.io.outputs import require_writable_dir
 
 
 def add_arguments(p) -> None:
@@ -15,6 +17,7 @@ def add_arguments(p) -> None:
                    help="cell size (m, default occupancy.resolution_m)")
     p.add_argument("--out", required=True, help="output name: writes NAME.pgm and NAME.yaml (Nav2 map_server)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="compute device")
+    add_memory_argument(p)
 
 
 def run(args) -> int:
@@ -25,8 +28,7 @@ def run(args) -> int:
     for ext in (".pgm", ".yaml", ".yml"):
         if out.endswith(ext):
             out = out[: -len(ext)]
-    if not Path(out).resolve().parent.is_dir():
-        raise InputError(f"{args.out}: output directory does not exist")
+    require_writable_dir(Path(out).resolve().parent, "directory of --out")
     mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
     oc = mapper.cfg.occupancy
     z_min = oc.z_min if args.z_min is None else args.z_min
@@ -36,10 +38,14 @@ def run(args) -> int:
         raise InputError(f"--z-max ({z_max}) must exceed --z-min ({z_min})")
     if not res > 0:
         raise InputError(f"--resolution must be positive, got {res}")
+    check_memory(mapper, "occupancy_2d", res, args, z_min=z_min, z_max=z_max)
     sl = occupancy_slice_2d(mapper, z_min, z_max, res)
     if sl.data.size == 0:
         raise InputError(f"{args.map}: the map is empty (no observed region)")
-    pgm, yml = write_occupancy_map(sl, out)
+    try:
+        pgm, yml = write_occupancy_map(sl, out)  # each file written whole (temporary file + rename) or not at all
+    except OSError as e:
+        raise InputError(f"{out}: cannot write the occupancy map ({e.strerror or e})") from None
     n = sl.data.size
     occ, free = int((sl.data == 100).sum()), int((sl.data == 0).sum())
     print(f"occupancy {sl.width}x{sl.height} cells at {res:g} m, z in [{z_min:g}, {z_max:g}] m, origin "

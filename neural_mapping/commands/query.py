@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.outputs import atomic_output, require_writable_dir
 
 
 def add_arguments(p) -> None:
@@ -32,6 +33,10 @@ def load_points(path: str) -> np.ndarray:
         raise InputError(f"{p}: points must have shape (N, 3), got {tuple(pts.shape)}")
     if not np.issubdtype(pts.dtype, np.floating):
         raise InputError(f"{p}: points must be float32 (or float64), got {pts.dtype}")
+    bad = ~np.isfinite(pts).all(axis=1)  # as the node's query_field: no NaN answers for NaN points
+    if bad.any():
+        raise InputError(f"{p}: {int(bad.sum())} of {len(pts)} points are not finite (NaN or inf), "
+                         f"the first at row {int(np.argmax(bad))}")
     return pts
 
 
@@ -44,6 +49,7 @@ def run(args) -> int:
         raise InputError(f"{args.out}: --out must end in .npz")
     if args.chunk < 1:
         raise InputError(f"--chunk must be positive, got {args.chunk}")
+    require_writable_dir(Path(args.out).resolve().parent, "directory of --out")
     mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
     t0 = time.perf_counter()
     r = query_field(mapper, pts, want_gradient=True, want_color=args.color, chunk=args.chunk)
@@ -51,7 +57,8 @@ def run(args) -> int:
     out = {"sdf": r.sdf, "gradient": r.gradient, "occupancy": r.occupancy}
     if args.color:
         out["color"] = r.color
-    np.savez(args.out, **out)
+    with atomic_output(args.out) as f:  # no 0-byte or partial .npz on a full disk
+        np.savez(f, **out)
     rate = len(pts) / dt if dt > 0 else float("inf")
     print(f"queried {len(pts)} points in {dt:.2f} s ({rate / 1e6:.2f} M points/s); wrote {args.out}")
     return 0

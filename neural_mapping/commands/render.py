@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.outputs import atomic_output, require_writable_dir
 
 
 def add_arguments(p) -> None:
@@ -47,10 +48,13 @@ def save_render(r, out: str | Path) -> None:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8)).save(out / "color.png")
     mm = np.clip(np.round(r.depth * 1000.0), 0, 65535).astype(np.uint16)
-    Image.fromarray(mm).save(out / "depth.png")
-    np.save(out / "depth.npy", r.depth.astype(np.float32))
+    with atomic_output(out / "color.png") as f:  # each file whole or not at all (full disk)
+        Image.fromarray((np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8)).save(f, format="PNG")
+    with atomic_output(out / "depth.png") as f:
+        Image.fromarray(mm).save(f, format="PNG")
+    with atomic_output(out / "depth.npy") as f:
+        np.save(f, r.depth.astype(np.float32))
 
 
 def run(args) -> int:
@@ -66,12 +70,9 @@ def run(args) -> int:
     if not (fx > 0 and fy > 0) or not np.all(np.isfinite(args.intrinsics)):
         raise InputError(f"--intrinsics: focal lengths must be positive and all values finite, got {args.intrinsics}")
     T_WC = read_pose(args.pose)
+    out = require_writable_dir(args.out, "output directory (--out)", create=True)
     mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
     r = mapper.render(T_WC, intrinsics(fx, fy, cx, cy), H, W)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
     save_render(r, out)
     hit = r.depth > 0
     print(f"rendered {W}x{H}: surface in {hit.mean() * 100:.1f}% of pixels"

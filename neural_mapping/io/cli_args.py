@@ -1,9 +1,11 @@
-"""Command-line flags for choosing an input, shared by every command that reads frames."""
+"""Command-line flags shared by commands: choosing an input (every command that reads frames) and
+the memory budget of a product (mesh, occupancy)."""
 
 from __future__ import annotations
 
 import argparse
 
+from neural_mapping.errors import InputError
 from neural_mapping.io.sources import FORMATS
 
 
@@ -34,3 +36,22 @@ def source_kwargs(args: argparse.Namespace) -> dict:
               "pose_topic": args.pose_topic, "slop_s": args.slop,
               "map_frame": args.map_frame, "camera_frame": args.camera_frame}
     return {"fmt": fmt, **kw}
+
+
+def add_memory_argument(p) -> None:
+    """The ``--max-memory-gb`` option of the commands that compute a product."""
+    p.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
+                   help="refuse (exit 2) when the product's estimated peak memory exceeds this (default 2)")
+
+
+def check_memory(view, product: str, resolution: float, args, **band) -> None:
+    """products.budget.check_product_memory with the command's ``--max-memory-gb``, as an InputError."""
+    from neural_mapping.products.budget import ProductTooLarge, check_product_memory
+
+    gb = getattr(args, "max_memory_gb", None)
+    if gb is not None and not gb > 0:
+        raise InputError(f"--max-memory-gb must be positive, got {gb}")
+    try:
+        check_product_memory(view, product, resolution, None if gb is None else gb * 1024 ** 3, **band)
+    except ProductTooLarge as e:
+        raise InputError(f"{e} (--max-memory-gb)") from None

@@ -11,9 +11,11 @@ record says some frame observed. Grids are aligned to a global lattice (cell
 
 Modules: :mod:`.view` (the MapView protocol), :mod:`.query` (chunked field queries),
 :mod:`.lattice` (grid and tile indices, observed boxes), :mod:`.mesh` and :mod:`.mesh_cache`
-(incremental meshing), :mod:`.occupancy`, :mod:`.esdf`, :mod:`.export` (mesh and map files).
+(incremental meshing), :mod:`.occupancy`, :mod:`.esdf`, :mod:`.export` (mesh and map files),
+:mod:`.budget` (memory estimates, checked before a product is computed).
 """
 
+from neural_mapping.products.budget import ProductTooLarge, check_product_memory, estimate_product_bytes
 from neural_mapping.products.esdf import EsdfSlice, esdf_slice
 from neural_mapping.products.export import read_occupancy_map, save_mesh, write_occupancy_map
 from neural_mapping.products.mesh import MeshExtractor, MeshStats, extract_mesh
@@ -26,4 +28,5 @@ __all__ = [
     "FieldSamples", "query_field", "MeshExtractor", "MeshStats", "extract_mesh", "save_mesh",
     "OccupancyGrid3D", "OccupancySlice", "EsdfSlice", "occupancy_grid_3d", "occupancy_slice_2d", "esdf_slice",
     "write_occupancy_map", "read_occupancy_map", "FREE_CELL", "OCCUPIED_CELL", "UNKNOWN_CELL", "MapView",
+    "check_product_memory", "estimate_product_bytes", "ProductTooLarge",
 ]
