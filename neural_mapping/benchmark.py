@@ -47,8 +47,8 @@ class BenchOptions:
     curve_points: int = 5  # evaluations of ours during the extra training
     n_gt_points: int = 100_000
     n_free_points: int = 20_000
-    queue_size: int = 8
-    frames_per_step: int = 1
+    queue_size: int = 16  # as runner.RunOptions
+    frames_per_step: int = 16
     progress: bool = True
     plots: bool = False
 

@@ -5,6 +5,13 @@ device tensors: camera ray directions ``dirs_C (P, 3)`` (z = 1), depth ``(P,)``,
 ``(P, 3)`` uint8 and ``edge_m (P,)``, the lateral distance (m, at the pixel's depth) to the nearest
 silhouette pixel (a pixel in front of a depth jump, see :func:`silhouette_distance_m`). Rays are drawn from the latest frame (a fixed fraction) and from the
 keyframes in proportion to their recent loss (iSDF-style active sampling).
+
+Every frame contributes, keyframe or not: a frame that is not a keyframe is kept only as the latest
+(at most :data:`LATEST_MAX_PIXELS` random pixels: cheap to integrate) and gives
+:data:`RESERVOIR_RAYS_PER_FRAME` random rays (world frame) to a bounded :class:`RayReservoir`
+(:data:`RESERVOIR_CAPACITY` rays; a full reservoir overwrites random slots, so old rays fade out
+gradually); :data:`RESERVOIR_FRACTION` of the keyframe share of each batch is drawn from it. A noisy
+sensor's depth averages out over every frame that reached the map, not only over the keyframes.
 """
 
 from __future__ import annotations
@@ -18,6 +25,14 @@ import torch
 from neural_mapping.camera import pixel_dirs_C
 from neural_mapping.config import KeyframeConfig
 from neural_mapping.frame import Frame
+
+
+#: a frame that is not a keyframe keeps at most this many random valid pixels as the latest frame
+LATEST_MAX_PIXELS = 4096
+#: rays each non-keyframe adds to the reservoir, the reservoir's bound, its share of the keyframe rays
+RESERVOIR_RAYS_PER_FRAME = 512
+RESERVOIR_CAPACITY = 65536
+RESERVOIR_FRACTION = 0.3
 
 
 @dataclass
@@ -91,15 +106,21 @@ def silhouette_distance_m(depth: np.ndarray, valid: np.ndarray, f_px: float, jum
 
 
 def store_frame(frame: Frame, downsample: int, min_depth: float, max_depth: float, device,
-                edge_jump_m: float = 0.0) -> StoredFrame | None:
+                edge_jump_m: float = 0.0, max_pixels: int | None = None,
+                rng: np.random.Generator | None = None) -> StoredFrame | None:
     """Valid pixels of a frame as device tensors, or None when no pixel has usable depth.
 
-    ``edge_jump_m`` > 0 records each pixel's distance to the nearest silhouette (``edge_m``)."""
+    ``edge_jump_m`` > 0 records each pixel's distance to the nearest silhouette (``edge_m``);
+    ``max_pixels`` keeps at most that many of the valid pixels, drawn with ``rng``."""
     d = frame.depth_m[::downsample, ::downsample]
     valid = (d > min_depth) & (d < max_depth)
     v, u = np.nonzero(valid)
     if len(v) == 0:
         return None
+    if max_pixels is not None and len(v) > max_pixels:
+        keep = np.sort((rng or np.random.default_rng(frame.stamp_ns & 0xFFFFFFFF)).choice(len(v), max_pixels,
+                                                                                          replace=False))
+        v, u = v[keep], u[keep]
     f_px = float(np.sqrt(frame.K[0, 0] * frame.K[1, 1])) / downsample
     edge = silhouette_distance_m(d, valid, f_px, edge_jump_m)[v, u]
     Kt = torch.as_tensor(frame.K, dtype=torch.float32)
@@ -120,6 +141,60 @@ def pose_distance(T_a: np.ndarray, T_b: np.ndarray) -> tuple[float, float]:
     return dt, ang
 
 
+class RayReservoir:
+    """A bounded store of training rays in the world frame, fed a few random rays by every frame."""
+
+    def __init__(self, capacity: int, device):
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        self.n = 0  # rays held
+        self.seen = 0  # rays ever added
+        c, dev = self.capacity, self.device
+        self.origins = torch.zeros(c, 3, device=dev)
+        self.dirs = torch.zeros(c, 3, device=dev)
+        self.depth = torch.zeros(c, device=dev)
+        self.rgb = torch.zeros(c, 3, dtype=torch.uint8, device=dev)
+        self.edge = torch.zeros(c, dtype=torch.float16, device=dev)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, sf: StoredFrame, n_rays: int, generator: torch.Generator | None = None) -> None:
+        """Up to ``n_rays`` random pixels of a stored frame: appended, or over random slots when full."""
+        P = sf.depth.shape[0]
+        k = min(int(n_rays), P)
+        if k <= 0:
+            return
+        i = torch.randperm(P, device=self.device, generator=generator)[:k]
+        o, dW = _to_world(sf.T_WC, sf.dirs_C[i])
+        free = min(k, self.capacity - self.n)
+        slots = torch.arange(self.n, self.n + free, device=self.device)
+        if free < k:
+            slots = torch.cat([slots, torch.randint(0, self.capacity, (k - free,), device=self.device,
+                                                    generator=generator)])
+        self.origins[slots], self.dirs[slots], self.depth[slots] = o, dW, sf.depth[i]
+        self.rgb[slots], self.edge[slots] = sf.rgb[i], sf.edge_m[i]
+        self.n += free
+        self.seen += k
+
+    def sample(self, n: int, generator: torch.Generator | None = None):
+        """(origins, dirs, depth, rgb, source = -2, edge) of n rays drawn with replacement."""
+        j = torch.randint(0, self.n, (n,), device=self.device, generator=generator)
+        return (self.origins[j], self.dirs[j], self.depth[j], self.rgb[j],
+                torch.full((n,), -2, device=self.device, dtype=torch.long), self.edge[j])
+
+    def state_dict(self) -> dict:
+        n = self.n
+        return {"origins": self.origins[:n].cpu(), "dirs": self.dirs[:n].cpu(), "depth": self.depth[:n].cpu(),
+                "rgb": self.rgb[:n].cpu(), "edge": self.edge[:n].cpu(), "seen": self.seen}
+
+    def load_state_dict(self, d: dict) -> None:
+        n = min(int(d["depth"].shape[0]), self.capacity)
+        for name in ("origins", "dirs", "depth", "rgb", "edge"):
+            getattr(self, name)[:n] = d[name][:n].to(self.device)
+        self.n, self.seen = n, int(d.get("seen", n))
+
+
 class KeyframeBuffer:
     """Bounded keyframe store + latest frame; samples training rays."""
 
@@ -133,6 +208,8 @@ class KeyframeBuffer:
         self.latest: StoredFrame | None = None
         self.dropped = 0
         self._cat = None  # cached concatenation of keyframe pixels
+        self.reservoir = RayReservoir(RESERVOIR_CAPACITY, self.device)
+        self._rng = np.random.default_rng(seed)  # pixel subsets of non-keyframes
 
     def __len__(self) -> int:
         return len(self.keyframes)
@@ -148,13 +225,19 @@ class KeyframeBuffer:
         dt, ang = pose_distance(self.keyframes[-1].T_WC_np, T_WC)
         return dt >= self.cfg.min_translation_m or ang >= self.cfg.min_rotation_deg
 
-    def add(self, frame: Frame) -> tuple[bool, bool]:
-        """Store a frame as the latest (and as a keyframe if selected) -> (usable, became_keyframe)."""
-        sf = store_frame(frame, self.cfg.downsample, self.min_depth, self.max_depth, self.device, self.edge_jump_m)
+    def add(self, frame: Frame, generator: torch.Generator | None = None) -> tuple[bool, bool]:
+        """Store a frame as the latest (and as a keyframe if selected) -> (usable, became_keyframe).
+
+        A frame that is not a keyframe keeps a random subset of its pixels as the latest and gives
+        a few rays to the reservoir (``generator``: the map's, for the rays drawn)."""
+        kf = self.is_keyframe(frame.T_WC)
+        sf = store_frame(frame, self.cfg.downsample, self.min_depth, self.max_depth, self.device, self.edge_jump_m,
+                         max_pixels=None if kf else LATEST_MAX_PIXELS, rng=self._rng)
         if sf is None:
             return False, False
         self.latest = sf
-        if not self.is_keyframe(frame.T_WC):
+        if not kf:
+            self.reservoir.add(sf, RESERVOIR_RAYS_PER_FRAME, generator)
             return True, False
         sf.loss = max((k.loss for k in self.keyframes), default=1.0)  # new frames get sampled first
         self.keyframes.append(sf)
@@ -189,6 +272,8 @@ class KeyframeBuffer:
         dev = self.device
         n_latest = int(round(n_rays * latest_fraction)) if self.keyframes else n_rays
         n_kf = n_rays - n_latest
+        n_res = int(round(n_kf * RESERVOIR_FRACTION)) if len(self.reservoir) else 0
+        n_kf -= n_res
         parts = []
         if n_latest:
             L = self.latest
@@ -205,6 +290,8 @@ class KeyframeBuffer:
             T = Ts[kf]  # (n_kf, 4, 4)
             dW = torch.einsum("nij,nj->ni", T[:, :3, :3], dirs[pix])
             parts.append((T[:, :3, 3], dW, depth[pix], rgb[pix], kf, edge[pix]))
+        if n_res:
+            parts.append(self.reservoir.sample(n_res, generator))
         o, d, z, c, s, e = (torch.cat(x) for x in zip(*parts))
         return RayBatch(o, d, z, c.float() / 255.0, s, e.float())
 
@@ -226,7 +313,8 @@ class KeyframeBuffer:
 
     def state_dict(self) -> dict:
         return {"keyframes": [k.state_dict() for k in self.keyframes],
-                "latest": None if self.latest is None else self.latest.state_dict(), "dropped": self.dropped}
+                "latest": None if self.latest is None else self.latest.state_dict(), "dropped": self.dropped,
+                "reservoir": self.reservoir.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         self.keyframes = [StoredFrame.from_state_dict(k, self.device) for k in d.get("keyframes", [])]
@@ -234,6 +322,9 @@ class KeyframeBuffer:
         self.latest = None if lt is None else StoredFrame.from_state_dict(lt, self.device)
         self.dropped = int(d.get("dropped", 0))
         self._cat = None
+        self.reservoir = RayReservoir(RESERVOIR_CAPACITY, self.device)
+        if d.get("reservoir") is not None:  # maps saved before the reservoir have none
+            self.reservoir.load_state_dict(d["reservoir"])
 
 
 def _to_world(T_WC: torch.Tensor, dirs_C: torch.Tensor):

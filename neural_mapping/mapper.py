@@ -130,7 +130,7 @@ class Mapper:
     def _new_keyframes(self) -> KeyframeBuffer:
         c = self.cfg
         return KeyframeBuffer(c.keyframes, self.device, c.render.min_depth_m, c.render.max_depth_m,
-                              edge_jump_m=c.train.edge_jump_m)
+                              seed=c.train.seed, edge_jump_m=c.train.edge_jump_m)
 
     def reset(self) -> None:
         """Forget everything: weights, keyframes, coverage, bounds, counters."""
@@ -164,7 +164,7 @@ class Mapper:
         if n_ok < MIN_VALID_PIXELS:
             return self._reject(f"only {n_ok} depth pixels in [{r.min_depth_m}, {r.max_depth_m}] m")
         with self.lock:
-            usable, is_kf = self.keyframes.add(frame)
+            usable, is_kf = self.keyframes.add(frame, self.generator)
             if not usable:
                 return self._reject("no usable depth after downsampling")
             pts = backproject_depth(np.where(ok, d, 0).astype(np.float32), frame.K, frame.T_WC, stride=4)

@@ -3,7 +3,8 @@
 ``run_mapping`` is what ``neural-mapping map`` and the benchmarks call. With
 ``realtime`` frames are put at their recorded pace (stamps, or a fixed rate) into the
 :class:`~neural_mapping.online.OnlineMapper` the live ROS node trains with (bounded drop-oldest
-queue; its trainer alternates "integrate up to ``frames_per_step`` queued frames, one step");
+queue; its trainer alternates "integrate up to ``frames_per_step`` queued frames, one step": by
+default every queued frame);
 otherwise each frame is followed by ``cfg.train.steps_per_frame`` steps. Frames whose input index is a multiple of
 ``exclude_every`` are held out (never trained on) and rendered at the end for depth L1
 and PSNR.
@@ -40,8 +41,10 @@ class RunOptions:
     exclude_every: int = 0  # hold out frames whose index is a multiple of this (0 = none)
     extra_seconds: float = 0.0  # keep training this long after the last frame
     max_frames: int | None = None  # stop reading after this many input frames
-    queue_size: int = 8  # realtime: frames waiting for the trainer (oldest dropped): OnlineMapper, as the node
-    frames_per_step: int = 1  # realtime: frames integrated between two training steps: OnlineMapper
+    queue_size: int = 16  # realtime: frames waiting for the trainer (oldest dropped): OnlineMapper, as the node
+    # realtime: frames integrated between two training steps (OnlineMapper); integrating a frame is cheap
+    # (a non-keyframe gives a few rays to the reservoir: keyframes.py), so every queued frame is taken
+    frames_per_step: int = 16
     progress: bool = True  # tqdm bar
 
 

@@ -147,3 +147,25 @@ def test_sampled_rays_carry_their_silhouette_distance():
     plain = KeyframeBuffer(KeyframeConfig(), "cpu", min_depth=0.1, max_depth=6.0)  # default: no silhouettes
     plain.add(f)
     assert torch.isinf(plain.sample(10, 0.5).edge_m).all()
+
+
+def test_every_frame_feeds_the_bounded_reservoir_and_batches_draw_from_it():
+    from neural_mapping import keyframes as kfm
+
+    b = KeyframeBuffer(KeyframeConfig(min_translation_m=1.0, min_rotation_deg=90.0), "cpu", 0.1, 6.0)
+    assert b.add(_frame(0.0, H=60, W=80)) == (True, True)
+    for i in range(1, 6):  # close poses: not keyframes, each gives rays to the reservoir
+        assert b.add(_frame(0.01 * i, H=60, W=80)) == (True, False)
+        assert b.latest.depth.shape[0] <= kfm.LATEST_MAX_PIXELS
+    assert len(b.reservoir) == 5 * kfm.RESERVOIR_RAYS_PER_FRAME and len(b.keyframes) == 1
+    batch = b.sample(1000, latest_fraction=0.2, generator=torch.Generator().manual_seed(0))
+    n_res = int((batch.source == -2).sum())
+    assert n_res == round(800 * kfm.RESERVOIR_FRACTION) and len(batch) == 1000
+    assert torch.isfinite(batch.depth).all() and (batch.depth > 0).all()
+    small = kfm.RayReservoir(600, "cpu")
+    for _ in range(3):
+        small.add(b.latest, 512)
+    assert len(small) == 600 and small.seen == 1536  # bounded; a full reservoir overwrites slots
+    c = KeyframeBuffer(b.cfg, "cpu", 0.1, 6.0)
+    c.load_state_dict(b.state_dict())
+    assert len(c.reservoir) == len(b.reservoir) and torch.equal(c.reservoir.depth, b.reservoir.depth)
