@@ -181,6 +181,7 @@ class OccupancyConfig(ConfigGroup):
 
 
 from neural_mapping.viewer.config import ViewerConfig  # noqa: E402 - after param/ConfigGroup, which it uses
+from neural_mapping.region_config import MapRegionConfig  # noqa: E402 - after param/ConfigGroup, which it uses
 
 
 @dataclass
@@ -195,6 +196,7 @@ class MapperConfig(ConfigGroup):
     keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
+    map: MapRegionConfig = dataclasses.field(default_factory=MapRegionConfig)
     viewer: ViewerConfig = dataclasses.field(default_factory=ViewerConfig)
 
 
@@ -305,11 +307,16 @@ def load_yaml(path: str | Path, base: MapperConfig | None = None) -> MapperConfi
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     # ROS params file: {node_name: {ros__parameters: {...}}}
+    ros = False
     for v in data.values():
         if isinstance(v, dict) and "ros__parameters" in v:
-            data = v["ros__parameters"]
+            data, ros = v["ros__parameters"], True
             break
-    data = {k: v for k, v in data.items() if k in {f.name for f in dataclasses.fields(MapperConfig)}}
+    known = {f.name for f in dataclasses.fields(MapperConfig)}
+    for k, v in data.items():  # a ROS params file also holds the node's own (scalar) parameters
+        if k not in known and (isinstance(v, dict) or not ros):
+            raise ConfigError(f"{k}: unknown configuration {'section' if isinstance(v, dict) else 'key'} (in {p})")
+    data = {k: v for k, v in data.items() if k in known}
     return from_dict(data, base)
 
 

@@ -30,6 +30,7 @@ from neural_mapping.frame import Frame, FrameError
 from neural_mapping.keyframes import KeyframeBuffer
 from neural_mapping.losses import LossTerms
 from neural_mapping.objectives import build_objective
+from neural_mapping.region import RegionGuard
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class Mapper:
             self.optimizer = torch.optim.Adam(groups, betas=(0.9, 0.99))
         self.keyframes = self._new_keyframes()
         self.coverage = Coverage(voxel_m=cfg.occupancy.resolution_m)
+        self.region = RegionGuard(cfg.map)  # region of interest and pose plausibility (add_frame)
         self._lo: np.ndarray | None = None  # (3,) AABB of observed points (no margin)
         self._hi: np.ndarray | None = None
         self.stats = MapperStats()
@@ -157,6 +159,9 @@ class Mapper:
             frame.validate()
         except FrameError as e:
             return self._reject(f"invalid frame: {e}")
+        frame, why = self.region.admit(frame, self.bounds())  # an absurd pose must not grow the map
+        if why:
+            return self._reject(why)
         r = self.cfg.render
         d = frame.depth_m
         ok = (d > r.min_depth_m) & (d < r.max_depth_m)
@@ -179,6 +184,7 @@ class Mapper:
                 self.coverage.update(frame, max_depth_m=r.max_depth_m)
             self.stats.frames_added += 1
             self.stats.keyframes = len(self.keyframes)
+            self.region.accept(frame)
         return True
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray] | None:

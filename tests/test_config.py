@@ -65,3 +65,32 @@ def test_readme_reference_is_generated_from_the_dataclasses():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert C.reference_markdown() in readme, "run: python -m neural_mapping.config --update-readme"
+
+
+def test_an_unknown_section_is_refused_like_an_unknown_key(tmp_path):
+    p = tmp_path / "typo.yaml"
+    p.write_text("feild:\n  hidden: 32\n")
+    with pytest.raises(C.ConfigError, match=r"feild: unknown configuration section"):
+        C.load_yaml(p)
+    p.write_text("field:\n  hiden: 32\n")
+    with pytest.raises(C.ConfigError, match=r"field.hiden: unknown configuration key"):
+        C.load_yaml(p)
+    p.write_text("devise: cpu\n")
+    with pytest.raises(C.ConfigError, match=r"devise: unknown configuration key"):
+        C.load_yaml(p)
+    # in a ROS params file the node's own scalar parameters sit beside the groups; sections must be known
+    p.write_text("neural_mapper:\n  ros__parameters:\n    map_frame: odom\n    feild:\n      hidden: 32\n")
+    with pytest.raises(C.ConfigError, match=r"feild: unknown configuration section"):
+        C.load_yaml(p)
+
+
+def test_cli_refuses_a_config_with_an_unknown_section_in_one_line_before_reading_input(tmp_path):
+    import subprocess
+    import sys
+
+    p = tmp_path / "typo.yaml"
+    p.write_text("trian:\n  lr: 0.1\n")
+    r = subprocess.run([sys.executable, "-m", "neural_mapping.cli", "map", str(tmp_path / "no_input"), "--out",
+                        str(tmp_path / "out"), "--config", str(p), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "trian: unknown configuration section" in r.stderr
