@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ def test_bands_equal_one_whole_render(mapped):
     real = m.render
     m.render = lambda T, K, H, W: (calls.append((H, K[1, 2])), real(T, K, H, W))[1]
     try:
-        color, depth = render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 5)
+        color, depth = render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 5, target_s=None)
     finally:
         del m.render
     assert [h for h, _ in calls] == [5, 5, 5, 5, 4]  # bands of 5 rows, the last one shorter
@@ -60,7 +61,7 @@ def test_a_job_handed_during_a_render_runs_between_two_bands(mapped):
 
     m.render = slow_render
     try:
-        t = threading.Thread(target=lambda: render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 2))
+        t = threading.Thread(target=lambda: render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32 * 2, target_s=None))
         t.start()
         while order.count("band") < 2:
             time.sleep(0.005)
@@ -83,3 +84,22 @@ def test_a_cancelled_or_late_render_stops_between_bands(mapped):
     assert len(bands) == 3
     with pytest.raises(RenderStopped, match="time budget"):
         render_in_chunks(core, f.T_WC, f.K, 24, 32, deadline=time.monotonic() - 1)
+
+
+def test_bands_are_sized_to_the_target_time(mapped):
+    m, f = mapped
+    core = OnlineMapper(m)
+    heights = []
+
+    def timed_render(T, K, H, W):  # 10 ms per row
+        heights.append(H)
+        time.sleep(0.01 * H)
+        return SimpleNamespace(color=np.zeros((H, W, 3)), depth=np.zeros((H, W)))
+
+    m.render = timed_render
+    try:
+        color, depth = render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=32, target_s=0.04)
+    finally:
+        del m.render
+    assert sum(heights) == 24 and heights[:2] == [1, 2]  # grows at most 2x per band ...
+    assert 3 <= max(heights) <= 5  # ... up to ~0.04 s / 10 ms = 4 rows (timing slack: one more)

@@ -32,7 +32,7 @@ def node(tmp_path_factory):
         params = {"preset": "cpu", "encoding.hash_log2_table": 14, "train.rays_per_step": 512,
                   "map_dir": str(tmp / "maps"), "status_rate_hz": 5.0, "warn_throttle_s": 0.0,
                   "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
-                  "render_rate_hz": 0.0}
+                  "render_rate_hz": 0.0, "save_on_shutdown": True}
         proc = NodeProcess(params, dict(os.environ), tmp / "node.log")
         client = None
         try:
@@ -116,11 +116,11 @@ def test_a_query_answers_while_a_big_render_runs(node):
 
     c, f = node["client"], node["seq"].frames[0]
     K = f.K.copy()
-    # the first frame's view, 160x120: 5 bands of 25 rows
+    K[:2] *= 0.5  # the first frame's view at 80x60: ~6 bands of 6-12 rows (ros/render.py)
     render_cli = c.wait_for_service(RenderView, "render_view")
     query_cli = c.wait_for_service(QueryField, "query_field")
     t0 = time.monotonic()
-    fut = render_cli.call_async(_render_request(f.T_WC, K, 120, 160))
+    fut = render_cli.call_async(_render_request(f.T_WC, K, 60, 80))
     time.sleep(0.3)
     pts = [Point(x=0.1 * i, y=0.0, z=1.0) for i in range(10)]
     tq = time.monotonic()
@@ -131,9 +131,9 @@ def test_a_query_answers_while_a_big_render_runs(node):
         time.sleep(0.05)
     t_render = time.monotonic() - t0
     r = fut.result()
-    print(f"160x120 render {t_render:.1f} s; 10-point query during it {t_query:.2f} s")
+    print(f"80x60 render {t_render:.1f} s; 10-point query during it {t_query:.2f} s")
     assert q.success and len(q.sdf) == 10 and np.all(np.isfinite(q.sdf))
-    assert r.success and r.depth.height == 120 and r.depth.width == 160
+    assert r.success and r.depth.height == 60 and r.depth.width == 80
     assert render_running, f"the render ({t_render:.1f} s) ended before the query: make it bigger"
     assert t_query < 0.5 * t_render
 
@@ -159,3 +159,20 @@ def test_a_full_disk_fails_the_save_and_keeps_the_old_map(node):
     assert sorted(p.name for p in path.parent.iterdir()) == ["old.map"]  # no temp file left behind
     assert load_map(path).stats.frames_added >= N_FRAMES - 1
     assert proc.proc.poll() is None
+
+
+def test_sigint_stops_the_node_within_2_s_and_saves_the_map(node):
+    import os
+    import signal
+
+    from neural_mapping.mapfile import load_map
+
+    proc = node["proc"]
+    t0 = time.monotonic()
+    os.kill(proc.proc.pid, signal.SIGINT)
+    rc = proc.proc.wait(timeout=30)
+    dt = time.monotonic() - t0
+    print(f"SIGINT: exit {rc} after {dt:.2f} s")
+    log = proc.log()
+    assert rc == 0 and dt < 5.0 and "terminate called" not in log and "Traceback" not in log, log[-3000:]
+    assert load_map(node["tmp"] / "maps" / "shutdown.map").stats.frames_added >= N_FRAMES - 1
