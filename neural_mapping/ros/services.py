@@ -68,6 +68,9 @@ class Services:
             return resp
         n = len(req.points_xyz) if arrays else len(req.points)
         resp.success = False
+        if n == 0:
+            resp.message = "no points to query"
+            return resp
         if n > self.node.ncfg.max_query_points:
             resp.message = f"{n} points is more than max_query_points ({self.node.ncfg.max_query_points})"
             return resp
