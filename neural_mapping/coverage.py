@@ -33,6 +33,8 @@ _SPB = BLOCK // STAMP_BLOCK  # stamp cells per block edge
 _KEY_BITS = 21
 _KEY_OFF = 1 << (_KEY_BITS - 1)
 _SHIFT = BLOCK.bit_length() - 1  # voxel index >> _SHIFT = block index
+#: voxels of the dense scratch volume a frame may be marked in before its blocks (64 MB)
+_SCRATCH_MAX = 1 << 26
 
 
 def _pack(b: np.ndarray) -> np.ndarray:
@@ -207,6 +209,15 @@ class Coverage:
         o_vox = np.floor(o_W / self.voxel_m).astype(np.int64)
         o_loc = (o_W / self.voxel_m - o_vox).astype(np.float32)  # (3,) in [0, 1)
         u_loc = (unit_W / self.voxel_m).astype(np.float32)  # (R, 3) voxels per metre of ray
+        # a frame's box (block-aligned) small enough is marked densely first, then merged into
+        # its blocks (3x faster than locating every sample's block); else samples go to blocks
+        b_lo, b_hi = e_lo >> _SHIFT, e_hi >> _SHIFT
+        nb = b_hi - b_lo + 1
+        scratch = None
+        if float(np.prod(nb.astype(np.float64))) * BLOCK ** 3 <= _SCRATCH_MAX and _in_key_range(np.stack([b_lo, b_hi])).all():
+            scratch = np.zeros(tuple(int(n) * BLOCK for n in nb), np.uint8)
+            s_org, (_, SY, SZ) = b_lo * BLOCK, scratch.shape
+            flat_scratch = scratch.reshape(-1)
         chunk_samples = 1 << 22
         start = 0
         csum = np.cumsum(n_k)
@@ -222,10 +233,38 @@ class Coverage:
                 s_m = ((np.arange(m) - first) * step).astype(np.float32)  # (m,) metres from the camera
                 li = np.floor(o_loc + u_loc[ray] * s_m[:, None]).astype(np.int64) + o_vox  # (m, 3) voxels
                 np.clip(li, e_lo, e_hi, out=li)  # float rounding past the frame's end points
-                self._mark(li, FREE, (e_lo, e_hi))
+                if scratch is None:
+                    self._mark(li, FREE, (e_lo, e_hi))
+                else:
+                    li -= s_org
+                    flat_scratch[(li[:, 0] * SY + li[:, 1]) * SZ + li[:, 2]] = FREE
             start = stop
-        self._mark(surf_idx, SURFACE)
+        if scratch is None:
+            self._mark(surf_idx, SURFACE)
+        else:
+            li = surf_idx - s_org
+            flat_scratch[(li[:, 0] * SY + li[:, 1]) * SZ + li[:, 2]] |= SURFACE
+            self._merge(scratch, b_lo)
         self._bounds_valid = False
+
+    def _merge(self, scratch: np.ndarray, b_lo: np.ndarray) -> None:
+        """OR a dense block-aligned volume (whose first block is ``b_lo``) into the blocks it
+        touches (allocating them) and stamp its touched cubes."""
+        nb = [n // BLOCK for n in scratch.shape]
+        v6 = scratch.reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], BLOCK)
+        w = BLOCK // 8  # reduce 8 voxels at a time: the volume seen as uint64 along z
+        w6 = scratch.view(np.uint64).reshape(nb[0], BLOCK, nb[1], BLOCK, nb[2], w)
+        touched = np.argwhere(w6.any(axis=(1, 3, 5)))  # (n, 3) blocks with an observed voxel
+        if len(touched) == 0:
+            return
+        slots = self._slots(touched + b_lo, create=True)  # distinct blocks: distinct slots
+        cubes = v6[touched[:, 0], :, touched[:, 1], :, touched[:, 2], :]  # (n, B, B, B)
+        self._pool[slots] |= cubes
+        S = STAMP_BLOCK  # 8 voxels: one uint64 along z
+        hit = cubes.view(np.uint64).reshape(len(slots), _SPB, S, _SPB, S, _SPB).any(axis=(2, 4))  # (n, 2, 2, 2)
+        st = self._stamps[slots]
+        st[hit] = self.n_updates
+        self._stamps[slots] = st
 
     def observed(self, pts_W: np.ndarray) -> np.ndarray:
         """(N,) bool: whether each point (N, 3) lies in an observed (free or surface) voxel."""
