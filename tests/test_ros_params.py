@@ -125,7 +125,7 @@ def test_config_yaml_is_in_sync_with_the_dataclasses():
 
 def test_check_detects_a_stale_yaml(tmp_path):
     stale = tmp_path / "mapper.yaml"
-    stale.write_text(P.generate_yaml().replace("mesh_rate_hz: 0.2", "mesh_rate_hz: 0.3"))
+    stale.write_text(P.generate_yaml().replace("mesh_rate_hz: 0.1", "mesh_rate_hz: 0.3"))
     assert P.main(["--check", str(stale)]) == 1
 
 

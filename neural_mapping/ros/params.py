@@ -72,16 +72,20 @@ class NodeConfig(ConfigGroup):
                                     "pixels); 0 = auto (320 px when the mapper runs on CPU, full resolution on CUDA); "
                                     "-1 = always full resolution", lo=-1, hi=16384)
     paused: bool = param(False, "Pause training (frames are still received and counted)", runtime=True)
-    mesh_rate_hz: float = param(0.2, "Mesh publish rate (Hz, 0 = off); published only when the map changed",
+    # Product rates: what the cpu preset meets on 2 cores within product_duty_max 0.3 (sum of rate x seconds
+    # per computation <= 0.25; measured with benchmarks/bench_soak.py, 320x240 at 60 Hz, 6 jobs sharing the
+    # cores: mesh 0.65 s, occupancy 1.4 s, voxels 1.8 s, esdf 0.44 s, render 2.0 s). Raise them on a faster
+    # machine or CUDA; ~/status reports each product's achieved rate (<name>_hz_achieved).
+    mesh_rate_hz: float = param(0.1, "Mesh publish rate (Hz, 0 = off); published only when the map changed",
                                 lo=0.0, hi=50.0, runtime=True)
     mesh_budget_s: float = param(0.5, "Time budget of one mesh update (s): tiles newly observed or whose field moved "
                                       "most are recomputed first, the others keep their mesh until later updates "
                                       "(published while any are pending); 0 = recompute every changed tile",
                                  lo=0.0, hi=60.0, runtime=True)
-    occupancy_rate_hz: float = param(0.5, "2D occupancy publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
-    voxels_rate_hz: float = param(0.2, "Occupied voxels publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
-    esdf_rate_hz: float = param(0.5, "ESDF slice publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
-    render_rate_hz: float = param(1.0, "Rendered view publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
+    occupancy_rate_hz: float = param(0.05, "2D occupancy publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
+    voxels_rate_hz: float = param(0.02, "Occupied voxels publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
+    esdf_rate_hz: float = param(0.05, "ESDF slice publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
+    render_rate_hz: float = param(0.02, "Rendered view publish rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     status_rate_hz: float = param(1.0, "~/status DiagnosticArray rate (Hz, 0 = off)", lo=0.0, hi=50.0, runtime=True)
     products_min_steps: int = param(20, "Products are computed only after this many training steps (an untrained "
                                          "field has meaningless surfaces everywhere)", lo=0, hi=1_000_000)
