@@ -170,3 +170,25 @@ def test_a_dense_record_of_an_old_map_file_is_migrated_into_blocks():
     bad = dict(old, state=torch.zeros(4, 4))
     with pytest.raises(ValueError, match="3-D"):
         Coverage().load_state_dict(bad)
+
+
+def test_frames_too_large_for_the_scratch_volume_give_the_same_record(monkeypatch):
+    """Frames whose box exceeds the dense scratch volume mark each sample's block directly."""
+    import neural_mapping.coverage as C
+
+    R = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    frames = [wall_frame(2.0), wall_frame(1.5, make_T(R, [-3.0, 0.2, 0.1]))]
+    a = Coverage(0.05)
+    for f in frames:
+        a.update(f, max_depth_m=6.0)
+    monkeypatch.setattr(C, "_SCRATCH_MAX", 0)
+    b = Coverage(0.05)
+    for f in frames:
+        b.update(f, max_depth_m=6.0)
+    pts = np.random.default_rng(4).uniform(-6, 3, size=(200_000, 3))
+    np.testing.assert_array_equal(a.state_at(pts), b.state_at(pts))
+    assert a.n_blocks == b.n_blocks and a.n_observed == b.n_observed > 0
+    for n in (0, 1):
+        ca, cb = a.changed_since(n), b.changed_since(n)
+        np.testing.assert_array_equal(ca.origin, cb.origin)
+        np.testing.assert_array_equal(ca.mask, cb.mask)
