@@ -29,7 +29,7 @@ from neural_mapping.runner import RunOptions, eval_stride, run_mapping
 #: common settings of every variant (the cpu preset, a coarser mesh for fast metrics)
 BASE = {"device": "cpu", "train.rays_per_step": 1024, "render.n_stratified": 8, "render.n_surface": 8,
         "train.steps_per_frame": 0, "encoding.hash_levels": 12, "encoding.hash_log2_table": 16,
-        "mesh.voxel_m": 0.04, "mesh.min_component_triangles": 50, "render.render_samples": 64}
+        "mesh.voxel_m": 0.05, "mesh.min_component_triangles": 50, "render.render_samples": 48}
 _RELU = {"encoding.kind": "none", "field.trunk": "mlp", "field.activation": "relu"}
 _ENCODINGS = {
     "relu": _RELU,
