@@ -5,6 +5,13 @@ the measured surface. Losses (see :mod:`neural_mapping.losses`): the SDF band ar
 surface (no deeper behind it than the ray's lateral distance to a silhouette), free space in
 front of it, optionally the eikonal term in the band, a NeuS-weighted expected depth and the
 colour at the measured surface point.
+
+Beyond the band the field is a distance, not a constant ``truncation_m`` (iSDF, Ortiz et al. 2022):
+the distance from a free-space sample to any observed surface point bounds its SDF from above. The
+cheap bound used here is the nearest of the ray's own surface point and :data:`BOUND_POINTS`
+surface points of the batch (its rays are random, so they spread over what was seen); free
+samples get a hinge above that bound (weight ``w_free``) and a weak L1 pull towards it
+(``w_free * BOUND_PULL``), so the field grows with the distance to the nearest seen surface.
 """
 
 from __future__ import annotations
@@ -16,6 +23,19 @@ from neural_mapping import rendering as rd
 from neural_mapping.keyframes import RayBatch
 from neural_mapping.losses import color_loss, depth_loss, eikonal_loss, free_space_loss, sdf_band_loss, weighted_total
 from neural_mapping.objectives.base import LossResult, Objective
+
+
+#: surface points of the batch a free sample's distance bound is taken over; weight of the pull to it
+BOUND_POINTS = 128
+BOUND_PULL = 0.05
+
+
+def batch_distance_bound(pts: torch.Tensor, surf: torch.Tensor, along_ray: torch.Tensor) -> torch.Tensor:
+    """Upper bound of the SDF at free points (F, 3): the nearest of their ray's surface point
+    (``along_ray`` (F,), m) and the surface points ``surf`` (M, 3)."""
+    if surf.shape[0] == 0:
+        return along_ray
+    return torch.minimum(torch.cdist(pts, surf).min(1).values, along_ray)
 
 
 class SdfObjective(Objective):
@@ -56,6 +76,15 @@ class SdfObjective(Objective):
             col = self.field.color(out.geo[R * S:], b.dirs_W / dn[:, None], pts[R * S:])
             l_col = color_loss(col, b.rgb)
         total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
+        ahead = b.depth[:, None] - t
+        free = ahead > tr
+        if c.train.w_free > 0 and bool(free.any()):
+            with torch.no_grad():
+                surf = (b.origins_W + b.depth[:, None] * b.dirs_W)[:BOUND_POINTS]
+                bound = batch_distance_bound(pts[: R * S].detach().view(R, S, 3)[free], surf,
+                                             (ahead * dn[:, None])[free])
+            e = sdf[free] - bound
+            total = total + c.train.w_free * (torch.relu(e) ** 2 + BOUND_PULL * e.abs()).mean()
         with torch.no_grad():
             target = b.depth[:, None] - t
             band = ((target <= tr) & (target >= -back)).float()
