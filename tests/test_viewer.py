@@ -116,33 +116,68 @@ def test_chunks_keep_every_triangle_and_only_changed_chunks_are_resent():
     assert u.removed == 6 and u.sent == 0 and u.chunks == 3
 
 
-def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate():
+def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate_and_duty():
     done = []
-    lt = LookThrough(lambda fn: fn("map"), lambda img, info: done.append(info), settle_s=0.2, min_interval_s=0.5)
+    lt = LookThrough(lambda fn: fn("map"), lambda img, info: done.append(info), settle_s=0.2, min_interval_s=0.2,
+                     duty=0.1)
     import neural_mapping.viewer.look as look
 
     calls = []
-    orig = look.render_look
-    look.render_look = lambda m, req: (calls.append(req) or (np.zeros((2, 2, 3), np.uint8), {"n": len(calls)}))
+
+    def fake_render(run_job, req):  # 0.05 s of rendering: at duty 0.1 the next may start 0.45 s later
+        calls.append(req)
+        time.sleep(0.05)
+        return np.zeros((2, 2, 3), np.uint8), {"n": len(calls)}
+
+    orig, look.render_look = look.render_look, fake_render
     try:
         req = LookRequest(np.eye(4), 1.0, 4 / 3, 60, "color")
         lt.camera_moved(req)
         assert not lt.poll()  # still moving
         time.sleep(0.25)
-        assert lt.poll() and len(calls) == 1
+        assert lt.poll() and len(calls) == 1 and done == [{"n": 1}]
+        t_done = time.monotonic()
+        assert lt._next_ok - t_done >= 0.4  # 9 x its >= 0.05 s
         assert not lt.poll()  # same camera: nothing new
         T = np.eye(4)
         T[0, 3] = 0.1
         lt.camera_moved(LookRequest(T, 1.0, 4 / 3, 60, "color"))
         time.sleep(0.25)
-        assert not lt.poll()  # settled, but within min_interval_s of the last render
-        time.sleep(0.3)
-        assert lt.poll() and len(calls) == 2 and lt.last_request.T_WC[0, 3] == 0.1
+        assert not lt.poll()  # settled, but rendering would exceed its duty
+        while not lt.poll():
+            assert time.monotonic() - t_done < 3.0
+            time.sleep(0.01)
+        assert time.monotonic() - t_done >= 0.4 and len(calls) == 2 and lt.last_request.T_WC[0, 3] == 0.1
+        time.sleep(1.0)
         lt.force()
-        time.sleep(0.5)
         assert lt.poll() and len(calls) == 3  # forced: the same camera again (new mode, new map)
     finally:
         look.render_look = orig
+
+
+def test_a_render_in_bands_equals_one_render(monkeypatch):
+    from neural_mapping.config import apply_overrides, preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+    from neural_mapping.mapper import Mapper
+    import neural_mapping.viewer.look as look
+    from neural_mapping.viewer.look import depth_image, render_look
+
+    seq = synthetic_sequence(n_frames=10, width=64, height=48, seed=0)
+    m = Mapper(apply_overrides(preset("cpu"), {"encoding.hash_log2_table": 12, "encoding.hash_levels": 4,
+                                                "field.hidden": 16, "render.render_samples": 16}))
+    for f in seq.frames[:3]:
+        m.add_frame(f)
+    m.step(2)
+    T = seq.frames[1].T_WC
+    monkeypatch.setattr(look, "BAND_PIXELS", 2000)
+    req = LookRequest(T, math.radians(60), 2.0, 60, "color")  # 120 x 60: bands of 16 rows
+    jobs = []
+    img, info = render_look(lambda fn: jobs.append(1) or fn(m), req)
+    assert info["bands"] == len(jobs) == 4
+    r = m.render(T, camera_K(req.fov_rad, 120, 60), 60, 120)
+    np.testing.assert_array_equal(img, (np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8))
+    d = depth_image(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32))
+    assert (d[0, 0] == 0).all() and d[0, 1, 0] == 1.0 and np.isclose(d[1, 1, 0], 0.2) and d[0, 1, 0] > d[1, 0, 0] > d[1, 1, 0]
 
 
 def test_viewer_config_is_the_viewer_parameter_group():

@@ -195,7 +195,12 @@ def test_viewer_page_mesh_and_render_through_the_browser_camera(tiny_map, browse
         assert np.abs(ref - img).max() <= 1, "the viewer's render differs from `neural-mapping render` at its pose"
         assert read_header(tiny_map)  # the file the CLI rendered is the map the viewer showed
 
-        if os.environ.get("NM_VIEWER_SCREENSHOT"):
+        if os.environ.get("NM_VIEWER_SCREENSHOT"):  # optionally of another map (NM_VIEWER_SCREENSHOT_MAP)
+            if os.environ.get("NM_VIEWER_SCREENSHOT_MAP"):
+                core.swap(load_map(os.environ["NM_VIEWER_SCREENSHOT_MAP"]))
+                n = len(viewer.mesh_updates)
+                wait_for(lambda: len(viewer.mesh_updates) > n and viewer._extractor.stats.tiles_pending == 0, 120,
+                         "the screenshot map's mesh")
             for name in ("frusta", "trajectory", "occupancy", "sdf slice"):
                 viewer.panels.layer[name].value = True
                 viewer._set_layer(name, True)

@@ -32,6 +32,8 @@ import numpy as np
 from neural_mapping.camera import intrinsics, make_T
 
 MODES = ("color", "depth", "normals")
+#: pixels of one render job: the trainer steps between two bands (about 0.1-0.3 s each on 2 cores)
+BAND_PIXELS = 16384
 
 
 def quat_wxyz_to_R(wxyz) -> np.ndarray:
@@ -82,26 +84,38 @@ class LookRequest:
         return (np.round(self.T_WC, 5).tobytes(), round(self.fov_rad, 5), round(self.aspect, 4), self.height, self.mode)
 
 
-def render_look(mapper, req: LookRequest) -> tuple[np.ndarray, dict]:
-    """The image (H, W, 3) uint8 that the look-through panel shows, rendered from ``mapper``; and
-    what it took ({'seconds', 'hit', 'W', 'H'}). Colour as rendered; depth as a grey ramp (near
-    bright) over the hit range; normals are the field's gradient at the hit points, world frame,
-    shown as (n + 1) / 2 (sdf: the gradient; nerf: minus the density gradient). Run it on the trainer."""
+def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
+    """The image (H, W, 3) uint8 that the look-through panel shows, and what it took ({'seconds',
+    'hit', 'W', 'H', 'bands'}). Rendered in bands of rows of at most BAND_PIXELS pixels, each one job
+    ``run_job(fn)`` (``core.run``: on the trainer, so training steps run between two bands; or
+    ``fn(mapper)`` directly). A band is ``Mapper.render`` with the principal point moved up by its
+    first row, so its rays are those of the whole image's rows. Colour as rendered; depth as a grey
+    ramp (near bright) over the hit range; normals are the field's gradient at the hit points, world
+    frame, shown as (n + 1) / 2 (sdf: the gradient; nerf: minus the density gradient)."""
+    if req.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {req.mode!r}")
     t0 = time.perf_counter()
     W, H = render_size(req.height, req.aspect)
     K = camera_K(req.fov_rad, W, H)
-    r = mapper.render(req.T_WC, K, H, W)
-    hit = r.depth > 0
-    if req.mode == "color":
-        img = r.color
-    elif req.mode == "depth":
-        img = depth_image(r.depth)
-    elif req.mode == "normals":
-        img = normals_image(mapper, req.T_WC, K, r.depth)
-    else:
-        raise ValueError(f"mode must be one of {MODES}, got {req.mode!r}")
+    color = np.zeros((H, W, 3), np.float32)
+    depth = np.zeros((H, W), np.float32)
+    rows = max(1, BAND_PIXELS // W)
+    for r0 in range(0, H, rows):
+        h = min(rows, H - r0)
+        Kb = K.copy()
+        Kb[1, 2] -= r0
+
+        def band(m, Kb=Kb, h=h):
+            r = m.render(req.T_WC, Kb, h, W)
+            return r.color, r.depth, (normals_image(m, req.T_WC, Kb, r.depth) if req.mode == "normals" else None)
+
+        c, d, n = run_job(band)
+        color[r0:r0 + h] = n if n is not None else c
+        depth[r0:r0 + h] = d
+    img = depth_image(depth) if req.mode == "depth" else color
     out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    return out, {"seconds": time.perf_counter() - t0, "hit": float(hit.mean()), "W": W, "H": H}
+    return out, {"seconds": time.perf_counter() - t0, "hit": float((depth > 0).mean()), "W": W, "H": H,
+                 "bands": -(-H // rows)}
 
 
 def depth_image(depth: np.ndarray) -> np.ndarray:
@@ -137,22 +151,23 @@ def normals_image(mapper, T_WC: np.ndarray, K: np.ndarray, depth: np.ndarray) ->
 class LookThrough:
     """Renders for the look-through panel, debounced and rate bounded.
 
-    ``camera_moved(req)`` records the latest camera; ``poll()`` (called by the viewer's loop or
-    :meth:`run_forever`'s thread) renders it with ``run_job(lambda m: render_look(m, req))`` once
-    it has been still for ``settle_s`` and at least ``min_interval_s`` after the previous render,
+    ``camera_moved(req)`` records the latest camera; ``poll()`` (called by
+    :meth:`run_forever`'s thread) renders it with ``render_look(run_job, req)`` once
+    it has been still for ``settle_s`` and at least ``min_interval_s`` after the previous render and long enough after it that rendering takes at
+    most ``duty`` of the wall time (a 2 s render at duty 0.1 waits 18 s),
     and hands the image to ``show(img, info)``. ``force()`` renders again at the next poll (the map
     changed, or the mode or resolution did).
     """
 
     def __init__(self, run_job: Callable, show: Callable[[np.ndarray, dict], None], *, settle_s: float = 0.25,
-                 min_interval_s: float = 1.0) -> None:
+                 min_interval_s: float = 1.0, duty: float = 0.1) -> None:
         self.run_job, self.show = run_job, show
-        self.settle_s, self.min_interval_s = float(settle_s), float(min_interval_s)
+        self.settle_s, self.min_interval_s, self.duty = float(settle_s), float(min_interval_s), float(duty)
+        self._next_ok = 0.0  # monotonic time before which no render starts (min_interval_s, duty)
         self.enabled = True
         self._req: LookRequest | None = None
         self._moved_at = 0.0
         self._last_key: tuple | None = None
-        self._last_render = -1e9
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.renders = 0
@@ -177,7 +192,7 @@ class LookThrough:
             req = self._req
             if not self.enabled or req is None or req.key() == self._last_key:
                 return None
-            if now - self._moved_at < self.settle_s or now - self._last_render < self.min_interval_s:
+            if now - self._moved_at < self.settle_s or now < self._next_ok:
                 return None
             return req
 
@@ -187,8 +202,13 @@ class LookThrough:
         if req is None:
             return False
         with self._lock:
-            self._last_key, self._last_render = req.key(), time.monotonic()
-        img, info = self.run_job(lambda m: render_look(m, req))
+            self._last_key = req.key()
+        t0 = time.monotonic()
+        try:
+            img, info = render_look(self.run_job, req)
+        finally:
+            spent = time.monotonic() - t0
+            self._next_ok = time.monotonic() + max(self.min_interval_s - spent, spent * (1.0 / self.duty - 1.0))
         self.renders += 1
         self.last_info, self.last_request, self.last_image = info, req, img
         self.show(img, info)

@@ -122,7 +122,7 @@ class Viewer:
 
     def render(self, req: LookRequest):
         """The look-through image of ``req`` (as the panel shows it), rendered on the trainer."""
-        return self.core.run(lambda m: render_look(m, req))
+        return render_look(self.core.run, req)
 
     def _place_camera(self, clients) -> None:
         b = self.core.mapper.bounds()

@@ -1,0 +1,172 @@
+"""Viewer benchmarks (benchmarks/RESULTS.md): ``python -m neural_mapping.viewer.bench``.
+
+1. training steps/s of a live map with and without the viewer and a headless browser connected
+   (the browser camera moved every few seconds, so the look-through panel renders), runs alternated;
+2. a 500 k-triangle coloured mesh from ``MeshChunks.update`` until the browser has drawn it (a
+   render requested from the browser returns only after it processed the messages sent before);
+3. the look-through render at 320x240 on the trained map (paused, and while training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+
+def _browser(port: int):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    o = webdriver.ChromeOptions()
+    o.binary_location = "/usr/bin/chromium"
+    for a in ("--headless=new", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
+              "--disable-dev-shm-usage", "--window-size=1000,700"):
+        o.add_argument(a)
+    d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.get(f"http://127.0.0.1:{port}")
+    return d
+
+
+def _client(viewer, timeout=30.0):
+    t_end = time.monotonic() + timeout
+    while time.monotonic() < t_end:
+        for c in viewer.server.get_clients().values():
+            try:
+                if c.camera.fov > 0:
+                    return c
+            except AssertionError:
+                pass
+        time.sleep(0.1)
+    raise RuntimeError("no browser client")
+
+
+def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz: float = 15.0) -> dict:
+    import threading
+
+    from neural_mapping.mapper import Mapper
+    from neural_mapping.online import OnlineMapper
+    from neural_mapping.viewer.config import ViewerConfig
+    from neural_mapping.viewer.live import feed
+    from neural_mapping.viewer.scene import Trajectory
+    from neural_mapping.viewer.server import Viewer
+
+    core = OnlineMapper(Mapper(cfg))
+    core.start()
+    viewer = browser = None
+    traj = Trajectory()
+    if with_viewer:
+        viewer = Viewer(core, ViewerConfig(port=port)).start()
+        traj = viewer.trajectory
+        browser = _browser(port)
+        client = _client(viewer)
+    stop = threading.Event()
+    t0 = time.perf_counter()
+    feeder = threading.Thread(target=feed, args=(core, seq.frames, traj, stop, rate_hz), daemon=True)
+    feeder.start()
+    k = 0
+    while time.perf_counter() - t0 < seconds:
+        time.sleep(0.5)
+        if with_viewer and int(time.perf_counter() - t0) // 3 > k:  # move the browser camera every 3 s
+            k += 1
+            f = seq.frames[(k * 7) % len(seq.frames)]
+            client.camera.position = f.T_WC[:3, 3]
+            client.camera.look_at = f.T_WC[:3, 3] + f.T_WC[:3, 2]
+    steps, wall = core.mapper.stats.steps, time.perf_counter() - t0
+    out = {"viewer": with_viewer, "steps": steps, "seconds": wall, "steps_per_s": steps / wall,
+           "frames": core.mapper.stats.frames_added}
+    if viewer is not None:
+        out.update(look_renders=viewer.look.renders, mesh_updates=len(viewer.mesh_updates),
+                   triangles=viewer.status.triangles)
+    stop.set()
+    if browser is not None:
+        browser.quit()
+    if viewer is not None:
+        viewer.stop()
+    core.stop(timeout=10)
+    out["mapper"] = core.mapper
+    return out
+
+
+def mesh_to_browser(port: int, n_side: int = 500) -> dict:
+    """A 2 x n_side^2 triangle wavy coloured sheet (500 k for 500) sent by MeshChunks, until drawn."""
+    import viser
+
+    from neural_mapping.viewer.mesh_chunks import MeshChunks
+
+    xs = np.linspace(-2.5, 2.5, n_side + 1)
+    X, Y = np.meshgrid(xs, xs, indexing="ij")
+    v = np.c_[X.ravel(), Y.ravel(), 0.1 * np.sin(3 * X.ravel()) * np.cos(2 * Y.ravel())]
+    i = (np.arange(n_side)[:, None] * (n_side + 1) + np.arange(n_side)[None, :]).ravel()
+    f = np.r_[np.c_[i, i + n_side + 1, i + 1], np.c_[i + 1, i + n_side + 1, i + n_side + 2]]
+    c = np.c_[(X.ravel() + 2.5) / 5, (Y.ravel() + 2.5) / 5, np.full(len(v), 0.5)]
+    server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
+    browser = _browser(port)
+    try:
+        t_end = time.monotonic() + 30
+        while not server.get_clients() and time.monotonic() < t_end:
+            time.sleep(0.1)
+        client = next(iter(server.get_clients().values()))
+        client.get_render(64, 64, timeout=30)  # the page is up and drawing
+        chunks = MeshChunks(server)
+        t0 = time.perf_counter()
+        u = chunks.update(v, f, c)
+        t_sent = time.perf_counter() - t0
+        client.get_render(64, 64, timeout=60)
+        t_full = time.perf_counter() - t0
+        v2 = v.copy()
+        v2[:50, 2] += 0.05  # one corner changes
+        t0 = time.perf_counter()
+        u2 = chunks.update(v2, f, c)
+        client.get_render(64, 64, timeout=60)
+        t_one = time.perf_counter() - t0
+    finally:
+        browser.quit()
+        server.stop()
+    return {"triangles": int(len(f)), "chunks": u.chunks, "update_s": t_sent, "drawn_s": t_full,
+            "changed_chunks": u2.sent, "changed_drawn_s": t_one}
+
+
+def render_times(mapper, core_running: bool, n: int = 3) -> list[float]:
+    from neural_mapping.viewer.look import LookRequest, render_look
+
+    f = mapper.keyframes.keyframes[len(mapper.keyframes.keyframes) // 2]
+    req = LookRequest(f.T_WC_np, np.radians(60.0), 4 / 3, 240, "color")
+    return [render_look(lambda fn: fn(mapper), req)[1]["seconds"] for _ in range(n)]
+
+
+def main(argv=None) -> int:
+    from neural_mapping.config import preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=30.0, help="wall time of each training run")
+    ap.add_argument("--pairs", type=int, default=2, help="runs without and with the viewer, alternated")
+    ap.add_argument("--port", type=int, default=8123)
+    a = ap.parse_args(argv)
+    seq = synthetic_sequence(n_frames=150, width=160, height=120, seed=0)
+    cfg = preset("cpu")
+    res = {"load_before": os.getloadavg(), "runs": []}
+    mapper = None
+    for _ in range(a.pairs):
+        for wv in (False, True):
+            r = training_run(seq, cfg, a.seconds, wv, a.port)
+            mapper = r.pop("mapper")
+            res["runs"].append(r)
+            print(json.dumps(r), flush=True)
+    base = [r["steps_per_s"] for r in res["runs"] if not r["viewer"]]
+    withv = [r["steps_per_s"] for r in res["runs"] if r["viewer"]]
+    res["overhead_pct"] = 100.0 * (1.0 - np.mean(withv) / np.mean(base))
+    res["mesh"] = mesh_to_browser(a.port + 1)
+    print(json.dumps(res["mesh"]), flush=True)
+    res["render_320x240_s"] = render_times(mapper, False)
+    res["load_after"] = os.getloadavg()
+    print(json.dumps({k: v for k, v in res.items() if k != "runs"}, default=float), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
