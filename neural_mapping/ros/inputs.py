@@ -126,6 +126,9 @@ class Inputs:
         except (ValueError, TypeError, AttributeError) as e:
             self.drop("dropped_malformed", f"dropped a malformed {stream} message: {e}")
             return
+        if stream == "depth" and not self.received["info"]:  # sets wait for one (ApproxSync): say why
+            self.node.warn("waiting_for_camera_info", f"{self.received['depth']} depth images received but no "
+                           "camera_info yet (depth/camera_info): their RGB-D sets wait, the oldest are dropped")
         if stream == "depth" and self.node.ncfg.pose_source == "tf":
             self._feed_tf_pose(msg, stamp_ns)
         with self._sync_lock:
