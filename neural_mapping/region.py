@@ -11,7 +11,9 @@ the mapper takes it:
 - **pose jump**: between consecutive frames (stamps less than ``map.max_pose_gap_s`` apart,
   or either stamp missing, as offline sources without stamps give: index order then), a
   camera that moved more than ``map.max_pose_jump_m`` or turned more than
-  ``map.max_rotation_jump_deg`` from the last accepted frame is rejected. When
+  ``map.max_rotation_jump_deg`` (off by default: test rigs and synthetic sequences turn 180 deg
+  between frames 33 ms apart, and a turn alone cannot grow the map) from the last accepted frame
+  is rejected. When
   ``RELOCALISE_AFTER`` frames in a row jump the same way (they agree with each other), the
   new place is taken as a relocalisation and accepted.
 
@@ -61,7 +63,7 @@ class RegionGuard:
         if dist > c.max_pose_jump_m:
             log.debug("pose jump of %.3g m (map.max_pose_jump_m %g)", dist, c.max_pose_jump_m)
             return JUMP_M
-        ang = _angle_deg(T_a[:3, :3], T_b[:3, :3])
+        ang = _angle_deg(T_a[:3, :3], T_b[:3, :3]) if c.max_rotation_jump_deg < 180.0 else 0.0
         if ang > c.max_rotation_jump_deg:
             log.debug("pose jump of %.3g deg (map.max_rotation_jump_deg %g)", ang, c.max_rotation_jump_deg)
             return JUMP_DEG

@@ -40,7 +40,7 @@ def test_a_frame_100_km_away_is_rejected_counted_and_allocates_nothing():
 
 
 def test_pose_jumps_between_close_frames_are_rejected_unless_far_apart_in_time():
-    m = Mapper(cfg(**{"map.max_pose_jump_m": 1.0}))
+    m = Mapper(cfg(**{"map.max_pose_jump_m": 1.0, "map.max_rotation_jump_deg": 90.0}))
     assert m.add_frame(frame(0.0, stamp_s=1.0))
     assert not m.add_frame(frame(3.0, stamp_s=1.033))  # 3 m in 33 ms
     assert not m.add_frame(frame(0.0, stamp_s=1.066, yaw_deg=150.0))  # turned 150 deg in 66 ms
@@ -50,6 +50,7 @@ def test_pose_jumps_between_close_frames_are_rejected_unless_far_apart_in_time()
     # without stamps (offline sources) frames are consecutive in index order
     n = Mapper(cfg(**{"map.max_pose_jump_m": 1.0}))
     assert n.add_frame(frame(0.0)) and not n.add_frame(frame(3.0)) and n.add_frame(frame(0.9))
+    assert n.add_frame(frame(0.9, yaw_deg=179.0))  # turns are not checked by default
 
 
 def test_a_jump_that_persists_is_a_relocalisation():
