@@ -27,7 +27,7 @@ def node(tmp_path_factory):
         params = {"preset": "cpu", "encoding.hash_log2_table": 12, "train.rays_per_step": 256,
                   "map_dir": str(tmp / "maps"), "status_rate_hz": 10.0, "warn_throttle_s": 0.0,
                   "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
-                  "render_rate_hz": 0.0}
+                  "render_rate_hz": 0.0, "save_on_shutdown": True, "shutdown_map_name": "last.map"}
         proc = NodeProcess(params, dict(os.environ), tmp / "node.log")
         client = None
         try:
@@ -200,3 +200,21 @@ def test_save_names_escaping_map_dir_and_bad_map_files_are_refused(node):
         assert not r.success and "loading" in r.message, (name, r.message)
     q = c.call(QueryField, "query_field", QueryField.Request(points=[Point(x=0.0, y=0.0, z=1.0)]))
     assert q.success  # the current map was kept
+
+
+def test_sigterm_stops_the_node_within_2_s_and_saves_the_map_first(node):
+    import signal
+
+    from neural_mapping.mapfile import load_map
+
+    proc = node["proc"]
+    steps = status_of(node["client"]).steps
+    t0 = time.monotonic()
+    os.kill(proc.proc.pid, signal.SIGTERM)
+    rc = proc.proc.wait(timeout=30)
+    dt = time.monotonic() - t0
+    print(f"SIGTERM: exit {rc} after {dt:.2f} s")
+    log = proc.log()
+    assert rc == 0 and dt < 5.0 and "terminate called" not in log and "Traceback" not in log, log[-3000:]
+    assert "SIGTERM received" in log and "save_on_shutdown: saved" in log
+    assert load_map(node["tmp"] / "maps" / "last.map").stats.steps >= steps

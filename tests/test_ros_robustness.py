@@ -54,7 +54,9 @@ def test_saving_an_empty_map_is_refused_like_a_query(node):
     r = c.call(SaveMap, "save_map", SaveMap.Request(name="empty.map"))
     assert not r.success and "empty" in r.message and r.path == ""
     assert not (node["tmp"] / "maps" / "empty.map").exists()
-    q = c.call(QueryField, "query_field", QueryField.Request())
+    from geometry_msgs.msg import Point
+
+    q = c.call(QueryField, "query_field", QueryField.Request(points=[Point(x=0.0, y=0.0, z=1.0)]))
     assert not q.success and "empty" in q.message
 
 
