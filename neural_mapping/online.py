@@ -356,32 +356,26 @@ class OnlineMapper:
         """One ``Mapper.step``; on an out-of-memory error (``torch.cuda.OutOfMemoryError`` is a
         RuntimeError saying "out of memory") the step is retried with half the rays, down to
         :data:`MIN_OOM_RAYS`, counted in ``oom_retries``; ``train.rays_per_step`` is restored after."""
+        rays = None
         try:
-            return self.mapper.step(1)
-        except RuntimeError as e:
-            if "out of memory" not in str(e):
-                raise
-            error = e
-        train = self.mapper.cfg.train
-        rays = train.rays_per_step
-        try:
-            while train.rays_per_step // 2 >= MIN_OOM_RAYS:
-                torch = sys.modules.get("torch")
-                if torch is not None and torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                self._counts["oom"] += 1
-                train.rays_per_step //= 2
-                self._warn("oom_retries", f"out of memory in a training step: retried with "
-                                          f"{train.rays_per_step} rays ({error})")
+            while True:
                 try:
                     return self.mapper.step(1)
                 except RuntimeError as e:
-                    if "out of memory" not in str(e):
+                    train = self.mapper.cfg.train if "out of memory" in str(e) else None
+                    if train is None or train.rays_per_step // 2 < MIN_OOM_RAYS:
                         raise
-                    error = e
-            raise error
+                    rays = train.rays_per_step if rays is None else rays
+                    torch = sys.modules.get("torch")
+                    if torch is not None and torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    self._counts["oom"] += 1
+                    train.rays_per_step //= 2
+                    self._warn("oom_retries", f"out of memory in a training step: retried with "
+                                              f"{train.rays_per_step} rays ({e})")
         finally:
-            train.rays_per_step = rays
+            if rays is not None:
+                self.mapper.cfg.train.rays_per_step = rays
 
     def _integrate(self, frame: Frame) -> None:
         try:
