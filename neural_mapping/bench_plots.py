@@ -82,13 +82,16 @@ def _views(path: Path, mapper, held, err_images: dict) -> None:
     n = len(held)
     picks = sorted({0, n // 2, n - 1}) if n else []
     rows = []
-    labels = ["real image", "our render"] + [f"{k} depth error" for k in err_images]
+    colours = err_images.get("_our_colour")  # our renders of the held-out views, if the bench kept them
+    errs = {k: v for k, v in err_images.items() if not k.startswith("_")}
+    labels = ["real image", "our render"] + [f"{k} depth error" for k in errs]
     for j in picks:
         _, f = held[j]
         s = eval_stride(f)
-        r = mapper.render(f.T_WC, stride_intrinsics(f.K, s), *f.depth_m[::s, ::s].shape)
-        tiles = [f.rgb[::s, ::s], (np.clip(r.color, 0, 1) * 255).astype(np.uint8)]
-        tiles += [heat(err_images[k][j]) for k in err_images]
+        col = colours[j] if colours else mapper.render(f.T_WC, stride_intrinsics(f.K, s),
+                                                       *f.depth_m[::s, ::s].shape).color
+        tiles = [f.rgb[::s, ::s], (np.clip(col, 0, 1) * 255).astype(np.uint8)]
+        tiles += [heat(errs[k][j]) for k in errs]
         rows.append(np.concatenate(tiles, 1))
     if not rows:
         return

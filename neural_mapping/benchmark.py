@@ -45,6 +45,7 @@ class BenchOptions:
     rate_hz: float | None = None  # feed rate; None: the frames' stamps
     tsdf_voxels: tuple = (0.02, 0.04)
     curve_points: int = 5  # evaluations of ours during the extra training
+    curve_views: int = 4  # held-out views rendered per evaluation of the curve
     n_gt_points: int = 100_000
     n_free_points: int = 20_000
     queue_size: int = 16  # as runner.RunOptions
@@ -53,11 +54,11 @@ class BenchOptions:
     plots: bool = False
 
 
-def _curve_metric(query_fn, render_fn, held, gt_pts) -> float:
-    """The error-curve metric: held-out depth L1 (cm) over up to 4 views, else mean |distance| (cm)
-    from GT surface points to the surface."""
+def _curve_metric(query_fn, render_fn, held, gt_pts, views: int = 4) -> float:
+    """The error-curve metric: held-out depth L1 (cm) over up to ``views`` views, else mean |distance|
+    (cm) from GT surface points to the surface."""
     if held:
-        vals = [render_fn(f) for _, f in held[:: max(1, len(held) // 4)][:4]]
+        vals = [render_fn(f) for _, f in held[:: max(1, len(held) // views)][:views]]
         return float(100 * np.nanmean(vals))
     if gt_pts is not None:
         return float(100 * np.mean(np.abs(query_fn(gt_pts))))
@@ -65,7 +66,7 @@ def _curve_metric(query_fn, render_fn, held, gt_pts) -> float:
 
 
 def _held_out_depth(render, f: Frame, s: int):
-    """(depth L1 m, PSNR dB, depth error image) of a render function at a held-out frame (stride s)."""
+    """(depth L1 m, PSNR dB, depth error image, colour) of a render function at a held-out frame (stride s)."""
     from neural_mapping.camera import stride_intrinsics
 
     gt_d = f.depth_m[::s, ::s]
@@ -73,7 +74,7 @@ def _held_out_depth(render, f: Frame, s: int):
     col, dep = render(f.T_WC, stride_intrinsics(f.K, s), *gt_d.shape)
     valid = gt_d > 0
     err = np.where(valid & (dep > 0), np.abs(dep - gt_d), np.nan)
-    return ev.depth_l1(dep, gt_d), ev.psnr(col[valid], gt_c[valid]) if valid.any() else float("nan"), err
+    return ev.depth_l1(dep, gt_d), ev.psnr(col[valid], gt_c[valid]) if valid.any() else float("nan"), err, col
 
 
 def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_mesh=None,
@@ -98,7 +99,7 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     # ---- ours, in real time, then the extra training with the error curve
     res = run_mapping(frames, cfg, RunOptions(realtime=True, rate_hz=o.rate_hz, exclude_every=o.exclude_every,
                                               queue_size=o.queue_size, frames_per_step=o.frames_per_step,
-                                              progress=o.progress), total=len(frames))
+                                              progress=o.progress, evaluate_held_out=False), total=len(frames))
     mapper = res.mapper
 
     def our_render(T, K, H, W):
@@ -108,13 +109,15 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     def our_l1(f):
         return _held_out_depth(our_render, f, eval_stride(f))[0]
 
-    curve = [(mapper.stats.train_seconds, _curve_metric(lambda p: mapper.query(p).sdf, our_l1, held, gt_curve))]
+    curve = [(mapper.stats.train_seconds,
+              _curve_metric(lambda p: mapper.query(p).sdf, our_l1, held, gt_curve, o.curve_views))]
     wall = res.metrics.wall_s  # frames fed in real time + drained; the curve's evaluations are not counted
     for _ in tqdm(range(o.curve_points), desc="ours: training", disable=not o.progress, leave=False):
         t = time.perf_counter()
         mapper.train_for(o.seconds / max(1, o.curve_points))
         wall += time.perf_counter() - t
-        curve.append((mapper.stats.train_seconds, _curve_metric(lambda p: mapper.query(p).sdf, our_l1, held, gt_curve)))
+        curve.append((mapper.stats.train_seconds,
+                      _curve_metric(lambda p: mapper.query(p).sdf, our_l1, held, gt_curve, o.curve_views)))
     t = time.perf_counter()
     our_mesh = MeshExtractor(mapper).extract(full=True)
     mesh_s = time.perf_counter() - t
@@ -162,12 +165,15 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     err_images = {}
     if held:
         for name, render in renders.items():
-            l1, ps, errs = [], [], []
+            l1, ps, errs, cols = [], [], [], []
             for _, f in tqdm(held, desc=f"held out: {name}", disable=not o.progress, leave=False):
-                a, b, e = _held_out_depth(render, f, eval_stride(f))
+                a, b, e, c = _held_out_depth(render, f, eval_stride(f))
                 l1.append(a)
                 ps.append(b)
                 errs.append(e)
+                cols.append(c if name == "ours" else None)
+            if name == "ours":
+                err_images["_our_colour"] = cols
             rows[name]["held_out_depth_l1_cm"] = 100 * float(np.nanmean(l1)) if np.isfinite(l1).any() else float("nan")
             rows[name]["held_out_psnr_db"] = float(np.nanmean(ps)) if np.isfinite(ps).any() else float("nan")
             err_images[name] = errs
@@ -177,7 +183,8 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     for name, fu in fusions.items():
         def tsdf_l1(f, fu=fu):
             return _held_out_depth(fu.render, f, eval_stride(f))[0]
-        levels[name] = _curve_metric(lambda p, fu=fu: ev.distance_to_mesh(p, fu.mesh()), tsdf_l1, held, gt_curve)
+        levels[name] = _curve_metric(lambda p, fu=fu: ev.distance_to_mesh(p, fu.mesh()), tsdf_l1, held, gt_curve,
+                                     o.curve_views)
 
     result = {"rows": rows, "ratios": ratios(rows), "curve": {"metric": curve_metric_name(held, gt_curve),
                                                                "ours": curve, "tsdf_levels": levels},

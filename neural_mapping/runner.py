@@ -46,6 +46,7 @@ class RunOptions:
     # (a non-keyframe gives a few rays to the reservoir: keyframes.py), so every queued frame is taken
     frames_per_step: int = 16
     progress: bool = True  # tqdm bar
+    evaluate_held_out: bool = True  # render the held-out frames at the end (bench does its own)
 
 
 @dataclass
@@ -174,7 +175,7 @@ def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, to
         m.rays_per_s = st.rays_trained / st.train_seconds
         m.samples_per_s = st.samples_trained / st.train_seconds
     m.final_terms = mapper.last_terms.as_dict()
-    results = [evaluate_frame(mapper, i, f) for i, f in held]
+    results = [evaluate_frame(mapper, i, f) for i, f in held] if opts.evaluate_held_out else []
     m.held_out = [asdict(r) for r in results]
     if results:
         m.held_out_depth_l1_m = _nanmean([r.depth_l1_m for r in results])  # nan if no frame had a hit

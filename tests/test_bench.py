@@ -12,7 +12,8 @@ from neural_mapping.io.synthetic import synthetic_sequence
 def test_bench_tiny_scene_writes_rows_and_plots(tmp_path):
     seq = synthetic_sequence(n_frames=15, width=64, height=48, seed=0)
     cfg = apply_overrides(preset("cpu"), {"device": "cpu", "mesh.voxel_m": 0.05})
-    opts = BenchOptions(exclude_every=5, seconds=1.0, curve_points=1, n_gt_points=20_000, n_free_points=3000,
+    opts = BenchOptions(exclude_every=5, seconds=1.0, curve_points=1, curve_views=1, n_gt_points=20_000,
+                        n_free_points=3000,
                         rate_hz=60.0, plots=True, progress=False)
     r = run_bench(seq.frames, cfg, tmp_path, gt_mesh=seq.mesh, opts=opts)
     assert set(r["rows"]) == {"ours", "tsdf_2cm", "tsdf_4cm"}
