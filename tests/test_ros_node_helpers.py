@@ -81,3 +81,15 @@ def test_in_exiting_thread_returns_raises_and_leaves_no_thread():
     with pytest.raises(ZeroDivisionError):
         _in_exiting_thread(lambda: 1 / 0)
     assert not any(t.name == "neural_mapper_init" for t in threading.enumerate())
+
+
+def test_achieved_rate_counts_served_ticks_in_the_window_since_products_could_run():
+    from neural_mapping.ros.publishing import ACHIEVED_WINDOW_S, Product
+
+    p = Product("mesh", "mesh_rate_hz", lambda: None)
+    assert p.achieved_hz(100.0, 0.0) == 0.0
+    p.served.extend([10.0, 20.0, 30.0, 40.0])
+    assert p.achieved_hz(50.0, 0.0) == 4 / 50.0  # since eligible (50 s < window)
+    assert p.achieved_hz(50.0, 49.5) == 0.0  # under a second of history: no figure yet
+    now = 40.0 + ACHIEVED_WINDOW_S - 15.0  # 10 and 20 fell out of the window, 30 and 40 remain
+    assert p.achieved_hz(now, 0.0) == 2 / ACHIEVED_WINDOW_S

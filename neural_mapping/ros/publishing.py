@@ -97,7 +97,7 @@ class Publishing:
         self.runner = None
         self.last_error = ""
         self._next_allowed = 0.0  # monotonic time before which no product starts (duty budget)
-        self.started = time.monotonic()
+        self.eligible_since: float | None = None  # when products could first be computed (a map, enough steps)
         self._mesh_extractor = None  # MeshExtractor of the products' copy of the map (keeps its tile cache)
         pub = node.publisher
         self.pub_mesh = pub(Marker, "~/mesh", LATCHED)
@@ -151,6 +151,8 @@ class Publishing:
             return
         if self.core.mapper.stats.steps < node.ncfg.products_min_steps:
             return
+        if self.eligible_since is None:
+            self.eligible_since = now
         p = min(due, key=lambda q: q.due_since)
         p.due_since = None
         try:
@@ -172,9 +174,10 @@ class Publishing:
         return " ".join(f"{k}={v:.3g}" for k, v in done)
 
     def achieved_hz(self) -> dict[str, float]:
-        """{product name: ticks served per second} (the status's ``<name>_hz_achieved``)."""
-        now = time.monotonic()
-        return {p.name: p.achieved_hz(now, self.started) for p in self.products.values()}
+        """{product name: ticks served per second since products could first be computed (at most the
+        last :data:`ACHIEVED_WINDOW_S`)} (the status's ``<name>_hz_achieved``; 0 before)."""
+        now, since = time.monotonic(), self.eligible_since
+        return {p.name: 0.0 if since is None else p.achieved_hz(now, since) for p in self.products.values()}
 
     def cancel(self) -> None:
         for p in self.products.values():
