@@ -162,19 +162,20 @@ def test_a_render_in_bands_equals_one_render(monkeypatch):
     import neural_mapping.viewer.look as look
     from neural_mapping.viewer.look import depth_image, render_look
 
-    seq = synthetic_sequence(n_frames=10, width=64, height=48, seed=0)
-    m = Mapper(apply_overrides(preset("cpu"), {"encoding.hash_log2_table": 12, "encoding.hash_levels": 4,
-                                                "field.hidden": 16, "render.render_samples": 16}))
+    seq = synthetic_sequence(n_frames=10, width=32, height=24, seed=0)
+    m = Mapper(apply_overrides(preset("cpu"), {"encoding.hash_log2_table": 10, "encoding.hash_levels": 2,
+                                                "field.hidden": 8, "render.render_samples": 8,
+                                                "train.rays_per_step": 64}))
     for f in seq.frames[:3]:
         m.add_frame(f)
     m.step(2)
     T = seq.frames[1].T_WC
-    monkeypatch.setattr(look, "BAND_PIXELS", 2000)
-    req = LookRequest(T, math.radians(60), 2.0, 60, "color")  # 120 x 60: bands of 16 rows
+    monkeypatch.setattr(look, "BAND_PIXELS", 250)
+    req = LookRequest(T, math.radians(60), 1.5, 24, "color")  # 36 x 24: bands of 6 rows
     jobs = []
     img, info = render_look(lambda fn: jobs.append(1) or fn(m), req)
     assert info["bands"] == len(jobs) == 4
-    r = m.render(T, camera_K(req.fov_rad, 120, 60), 60, 120)
+    r = m.render(T, camera_K(req.fov_rad, 36, 24), 24, 36)
     np.testing.assert_array_equal(img, (np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8))
     d = depth_image(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32))
     assert (d[0, 0] == 0).all() and d[0, 1, 0] == 1.0 and np.isclose(d[1, 1, 0], 0.2) and d[0, 1, 0] > d[1, 0, 0] > d[1, 1, 0]
@@ -219,3 +220,53 @@ def test_exposed_host_warns_and_controls_exist_only_when_allowed(caplog):
         assert v.panels.controls is None and v.panels.pause_btn is None
     finally:
         v.stop()
+
+
+def test_live_input_is_fed_at_its_pace_into_the_core_and_the_trajectory(tmp_path):
+    from neural_mapping.config import apply_overrides, preset
+    from neural_mapping.io.synthetic import synthetic_sequence
+    from neural_mapping.viewer.live import start_live
+    from neural_mapping.viewer.server import Viewer
+
+    seq = synthetic_sequence(n_frames=8, width=48, height=36, seed=0)
+    cfg = apply_overrides(preset("cpu"), {"encoding.hash_log2_table": 12, "encoding.hash_levels": 4, "field.hidden": 16,
+                                          "train.rays_per_step": 256})
+    t0 = time.monotonic()
+    core, viewer, feeder = start_live(seq.frames, cfg, lambda c: Viewer(c, ViewerConfig(port=free_port())).start(),
+                                      rate_hz=20.0)
+    try:
+        feeder.join(timeout=30)
+        assert not feeder.is_alive() and time.monotonic() - t0 >= 7 / 20.0  # 8 frames at 20 Hz: at their pace
+        assert len(viewer.trajectory.points()) == 8  # every frame fed is on the trajectory
+        np.testing.assert_allclose(viewer.trajectory.points()[-1], seq.frames[-1].T_WC[:3, 3])
+        assert core.wait_until_drained(30) and core.stats().frames_received == 8
+    finally:
+        viewer.stop()
+        core.stop()
+
+
+def test_view_command_on_a_map_file_serves_the_page(tmp_path):
+    import threading
+    import urllib.request
+
+    from neural_mapping.cli import main
+    from neural_mapping.mapfile import save_map
+
+    core = empty_core()
+    save_map(core.mapper, tmp_path / "map.pt")
+    port, pages = free_port(), []
+
+    def fetch():
+        for _ in range(100):
+            try:
+                pages.append(urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read())
+                return
+            except OSError:
+                time.sleep(0.1)
+
+    t = threading.Thread(target=fetch)
+    t.start()
+    assert main(["view", str(tmp_path / "map.pt"), "--port", str(port), "--seconds", "3"]) == 0
+    t.join()
+    assert pages and b"<html" in pages[0].lower()
+    assert main(["view", str(tmp_path / "missing.pt")]) == 2  # one clear line, exit code 2

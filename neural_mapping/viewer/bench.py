@@ -44,13 +44,19 @@ def _client(viewer, timeout=30.0):
     raise RuntimeError("no browser client")
 
 
-def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz: float = 15.0) -> dict:
+def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz: float = 15.0,
+                 hidden_tab: bool = False) -> dict:
+    """Steps/s of a live map over ``seconds``; ``with_viewer``: the viewer and a headless browser on it,
+    the camera moved every 3 s; ``hidden_tab``: the viewer's tab is put in the background once
+    connected (the page stops drawing, the websocket stays: the server's cost without the software
+    WebGL of a browser on the same 2 cores), the camera moves reach the look-through panel directly."""
     import threading
 
     from neural_mapping.mapper import Mapper
     from neural_mapping.online import OnlineMapper
     from neural_mapping.viewer.config import ViewerConfig
     from neural_mapping.viewer.live import feed
+    from neural_mapping.viewer.look import LookRequest
     from neural_mapping.viewer.scene import Trajectory
     from neural_mapping.viewer.server import Viewer
 
@@ -63,6 +69,9 @@ def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz
         traj = viewer.trajectory
         browser = _browser(port)
         client = _client(viewer)
+        if hidden_tab:
+            browser.switch_to.new_window("tab")
+            browser.get("about:blank")
     stop = threading.Event()
     t0 = time.perf_counter()
     feeder = threading.Thread(target=feed, args=(core, seq.frames, traj, stop, rate_hz), daemon=True)
@@ -73,13 +82,17 @@ def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz
         if with_viewer and int(time.perf_counter() - t0) // 3 > k:  # move the browser camera every 3 s
             k += 1
             f = seq.frames[(k * 7) % len(seq.frames)]
-            client.camera.position = f.T_WC[:3, 3]
-            client.camera.look_at = f.T_WC[:3, 3] + f.T_WC[:3, 2]
+            if hidden_tab:
+                viewer.look.camera_moved(LookRequest(f.T_WC, np.radians(60.0), 4 / 3, 240, "color"))
+            else:
+                client.camera.position = f.T_WC[:3, 3]
+                client.camera.look_at = f.T_WC[:3, 3] + f.T_WC[:3, 2]
     steps, wall = core.mapper.stats.steps, time.perf_counter() - t0
-    out = {"viewer": with_viewer, "steps": steps, "seconds": wall, "steps_per_s": steps / wall,
+    out = {"viewer": with_viewer, "hidden_tab": hidden_tab, "steps": steps, "seconds": wall, "steps_per_s": steps / wall,
            "frames": core.mapper.stats.frames_added}
     if viewer is not None:
-        out.update(look_renders=viewer.look.renders, mesh_updates=len(viewer.mesh_updates),
+        out.update(look_renders=viewer.look.renders, look_last=viewer.look.last_info,
+                   mesh_updates=len(viewer.mesh_updates), mesh_seconds=[round(u.seconds, 2) for u in viewer.mesh_updates],
                    triangles=viewer.status.triangles)
     stop.set()
     if browser is not None:
@@ -146,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="wall time of each training run")
     ap.add_argument("--pairs", type=int, default=2, help="runs without and with the viewer, alternated")
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--hidden-tab", action="store_true", help="the viewer's tab in the background (see training_run)")
+    ap.add_argument("--skip-mesh", action="store_true", help="no mesh-to-browser measurement")
     a = ap.parse_args(argv)
     seq = synthetic_sequence(n_frames=150, width=160, height=120, seed=0)
     cfg = preset("cpu")
@@ -153,15 +168,16 @@ def main(argv=None) -> int:
     mapper = None
     for _ in range(a.pairs):
         for wv in (False, True):
-            r = training_run(seq, cfg, a.seconds, wv, a.port)
+            r = training_run(seq, cfg, a.seconds, wv, a.port, hidden_tab=a.hidden_tab)
             mapper = r.pop("mapper")
             res["runs"].append(r)
             print(json.dumps(r), flush=True)
     base = [r["steps_per_s"] for r in res["runs"] if not r["viewer"]]
     withv = [r["steps_per_s"] for r in res["runs"] if r["viewer"]]
     res["overhead_pct"] = 100.0 * (1.0 - np.mean(withv) / np.mean(base))
-    res["mesh"] = mesh_to_browser(a.port + 1)
-    print(json.dumps(res["mesh"]), flush=True)
+    if not a.skip_mesh:
+        res["mesh"] = mesh_to_browser(a.port + 1)
+        print(json.dumps(res["mesh"]), flush=True)
     res["render_320x240_s"] = render_times(mapper, False)
     res["load_after"] = os.getloadavg()
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, default=float), flush=True)

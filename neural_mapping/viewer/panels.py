@@ -60,7 +60,7 @@ class Panels:
         with gui.add_folder("Look through the field"):
             self.look_on = gui.add_checkbox("Render from this view", True)
             self.look_mode = gui.add_dropdown("Mode", MODES, initial_value="color")
-            self.look_rows = gui.add_slider("Resolution (rows)", min=60, max=480, step=20, initial_value=240)
+            self.look_rows = gui.add_slider("Resolution (rows)", min=60, max=480, step=20, initial_value=120)
             self.look_image = gui.add_image(np.zeros((24, 32, 3), np.uint8), label="view", format="jpeg")
             self.look_md = gui.add_markdown("move the camera, then hold still")
         with gui.add_folder("Layers"):
