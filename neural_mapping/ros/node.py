@@ -260,7 +260,8 @@ def _load_kernels(mcfg, device) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT or SIGTERM; 0 after a clean stop, 2 when it cannot start.
+    """Run the node until SIGINT or SIGTERM; 0 after a clean stop, 1 when a callback raised out of the
+    executor (then shut down the same way), 2 when it cannot start.
 
     The executor spins in a thread; the main thread waits for a signal (Python handlers that only
     set a flag, so a second Ctrl-C during shutdown is tolerated: no KeyboardInterrupt inside a
@@ -280,13 +281,18 @@ def main(argv: list[str] | None = None) -> int:
         node = MapperNode()
         executor = MultiThreadedExecutor(num_threads=5)
         executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, name="neural_mapper_executor", daemon=True)
+        spin_error: list = []
+        spinner = threading.Thread(target=_spin, args=(executor, spin_error), name="neural_mapper_executor",
+                                   daemon=True)
         spinner.start()
         node.get_logger().info("neural_mapper ready")
         while not stop.event.wait(0.5) and spinner.is_alive():
             pass
         if stop.signals:
             node.get_logger().info(f"{stop.signals[0]} received: shutting down")
+        elif spin_error:  # a callback raised out of the executor: stop as after a signal, exit code 1
+            node.get_logger().error(f"the executor stopped: {spin_error[0]!r}; shutting down")
+            code = 1
     except (StartupError, ConfigError, InvalidParameterValueException, InvalidParameterTypeException) as e:
         print(f"mapper_node: error: {e}", file=sys.stderr)
         code = 2
@@ -319,6 +325,13 @@ def _exit_now(code: int) -> None:
         except (OSError, ValueError):
             pass
     os._exit(code)
+
+
+def _spin(executor, errors: list) -> None:
+    try:
+        executor.spin()
+    except Exception as e:  # noqa: BLE001 - reported by main, which then shuts down
+        errors.append(e)
 
 
 class _StopOnSignals:
