@@ -88,7 +88,7 @@ def test_sigkill_during_save_map_leaves_the_previous_map_loadable(start, tmp_pat
     from neural_mapping.mapfile import load_map
     from neural_mapping_interfaces.srv import SaveMap
 
-    proc, client = start(**{"encoding.hash_log2_table": 19})  # a map of tens of MB: a save takes a while
+    proc, client = start(**{"encoding.hash_log2_table": 18})  # a map of ~34 MB: a save takes a while
     path = tmp_path / "maps" / "room.map"
     cli = client.wait_for_service(SaveMap, "save_map")
     assert client.call_client(cli, SaveMap.Request(name="room.map"), 60).success  # the first makes the map copy
