@@ -91,7 +91,8 @@ def markdown(rows: list[dict], claims: list[dict], meta: dict) -> str:
     lines = [f"# Ablation: {meta.get('input', '')}", "",
              f"{meta.get('frames', '?')} frames, held out every {meta.get('exclude_every')}th, "
              f"{meta.get('seconds')} s of training per variant after adding the frames, seed {meta.get('seed')}, "
-             f"device {meta.get('device', 'cpu')}; GT mesh: {meta.get('gt_mesh') or 'none'}. "
+             f"device {meta.get('device', 'cpu')}; GT mesh: {meta.get('gt_mesh') or 'none'}; variants run: "
+             f"{meta.get('variants_done', 'all')}. "
              "n/a: does not apply (eikonal and Laplacian: SDF only) or needs a GT mesh.", "",
              "| variant | " + " | ".join(c[1] for c in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for r in rows:

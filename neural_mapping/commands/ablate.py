@@ -93,10 +93,11 @@ def run(args) -> int:
         pics[v.name] = pic
         bar.write(f"{v.name}: PSNR {row.psnr_db:.2f} dB, depth L1 {row.depth_l1_cm:.2f} cm, F@5cm {row.fscore_5cm:.3f}, "
                   f"{row.steps} steps in {row.train_s:.1f} s")
-    meta = {"input": str(args.input), "frames": len(frames), "exclude_every": args.exclude_every,
-            "seconds": args.seconds, "seed": args.seed, "gt_mesh": args.gt_mesh, "device": "cpu",
-            "torch_threads": torch.get_num_threads(), "machine": platform.node()}
-    paths = write_report(Path(args.out), rows, pics, meta)
+        meta = {"input": str(args.input), "frames": len(frames), "exclude_every": args.exclude_every,
+                "seconds": args.seconds, "seed": args.seed, "gt_mesh": args.gt_mesh, "device": "cpu",
+                "torch_threads": torch.get_num_threads(), "machine": platform.node(),
+                "variants_done": f"{len(rows)} of {len(variants)}"}
+        paths = write_report(Path(args.out), rows, pics, meta)  # after each variant: a stopped run keeps its rows
     print((Path(args.out) / "ablation.md").read_text())
     for k, p in paths.items():
         print(f"wrote {k}: {p}")
