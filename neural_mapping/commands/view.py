@@ -36,6 +36,7 @@ def run(args) -> int:
     from neural_mapping.viewer.server import Viewer
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # a line per connection otherwise
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be in 1..65535, got {args.port}")
     check_input(args.input)
