@@ -58,3 +58,18 @@ def test_a_truncated_bag_is_one_line_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "cannot open bag" in err and "Traceback" not in err and err.count("\n") == 1, err
     assert not (tmp_path / "o").exists()  # refused before the output directory was made
+
+
+def test_convert_and_eval_outputs_under_a_regular_file_are_refused_first(tmp_path, capsys):
+    """Root ignores permission bits: a path under a regular file is unwritable for everyone."""
+    ds = tmp_path / "ds"
+    assert main(["synth", "--out", str(ds), "--format", "3dmatch", "--frames", "2", "--size", "16", "12"]) == 0
+    (tmp_path / "a_file").write_text("x")
+    capsys.readouterr()
+    for argv, msg in ((["convert", str(ds), str(tmp_path / "a_file" / "bag")], "a_file: directory of the output exists and is not a directory"),
+                      (["eval", str(ds / "gt_mesh.ply"), "--gt", str(ds / "gt_mesh.ply"), "--json",
+                        str(tmp_path / "a_file" / "m.json")], "a_file: directory of --json exists and is not a directory")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a_file").is_dir()

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.outputs import require_writable_dir
 from neural_mapping.io.cli_args import add_source_arguments, source_kwargs
 
 
@@ -27,6 +28,7 @@ def run(args) -> int:
         raise InputError(f"{out}: the output must differ from the input")
     if out.exists() and not args.overwrite:
         raise InputError(f"{out}: already exists (use --overwrite to replace it)")
+    require_writable_dir(out.resolve().parent, "directory of the output")
     counter = {"n": 0}
 
     def frames():
@@ -34,7 +36,11 @@ def run(args) -> int:
             counter["n"] += 1
             yield f
 
-    write_bag(frames(), out, storage=args.storage, overwrite=args.overwrite)
+    try:
+        write_bag(frames(), out, storage=args.storage, overwrite=args.overwrite)
+    except OSError as e:  # a full disk: no half-written bag left behind
+        shutil.rmtree(out, ignore_errors=True)
+        raise InputError(f"{out}: cannot write the bag ({e.strerror or e}); nothing was kept") from None
     if counter["n"] == 0:
         shutil.rmtree(out, ignore_errors=True)
         raise InputError(f"{args.input}: no readable frames ({src.skipped} skipped)")

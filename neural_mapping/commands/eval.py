@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.outputs import atomic_output, require_writable_dir
 
 
 def add_arguments(p) -> None:
@@ -37,6 +38,8 @@ def run(args) -> int:
 
     if args.points < 1000:
         raise InputError(f"--points must be at least 1000, got {args.points}")
+    if args.json:
+        require_writable_dir(Path(args.json).resolve().parent, "directory of --json")
     pred, gt = _read_mesh(args.mesh), _read_mesh(args.gt)
     frames = None
     if args.frames:
@@ -53,7 +56,8 @@ def run(args) -> int:
     print(f"{args.mesh} vs {args.gt}" + (f" (GT seen by {len(frames)} frames)" if frames else ""))
     print(m.table())
     if args.json:
-        Path(args.json).write_text(json.dumps({"mesh": str(args.mesh), "gt": str(args.gt),
-                                               "frames": args.frames, **m.to_dict()}, indent=2))
+        with atomic_output(args.json) as f:
+            f.write(json.dumps({"mesh": str(args.mesh), "gt": str(args.gt), "frames": args.frames, **m.to_dict()},
+                               indent=2).encode())
         print(f"wrote {args.json}")
     return 0
