@@ -198,7 +198,7 @@ def empty_core():
     return OnlineMapper(Mapper(preset("cpu")))
 
 
-def test_exposed_host_warns_and_controls_exist_only_when_allowed(caplog):
+def test_exposed_host_warns_and_controls_exist_only_when_allowed(caplog, tmp_path):
     from neural_mapping.viewer.server import Viewer
 
     core = empty_core()
@@ -210,6 +210,12 @@ def test_exposed_host_warns_and_controls_exist_only_when_allowed(caplog):
         assert v.panels.pause_btn is not None and v.panels.reset_btn is not None
         assert v._pause(True) == "training paused" and core.paused
         assert v._pause(False) == "training resumed" and not core.paused
+        assert v._save(str(tmp_path / "saved.pt")).startswith("saved")
+        from neural_mapping.mapfile import load_map
+
+        assert load_map(tmp_path / "saved.pt").cfg == core.mapper.cfg
+        lineage = core.lineage
+        assert v._reset() == "map reset" and core.lineage == lineage + 1
     finally:
         v.stop()
     caplog.clear()
