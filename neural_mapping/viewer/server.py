@@ -89,10 +89,12 @@ class Viewer:
     def port(self) -> int:
         return int(self.server.get_port())
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop the loop and the renders (daemon threads: a mesh update still running is left to
+        end with the process, so the node's shutdown is not held up) and the server."""
         self._stop.set()
         for t in self._threads:
-            t.join(timeout=5.0)
+            t.join(timeout=timeout)
         if self.server is not None:
             self.server.stop()
 
