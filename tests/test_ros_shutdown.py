@@ -55,10 +55,10 @@ def _signal_and_wait(proc, signals, gap_s=0.1):
     return rc, dt
 
 
-def _assert_clean_exit(proc, rc, dt):
+def _assert_clean_exit(proc, rc, dt, limit_s=5.0):
     log = proc.log()
     assert rc == 0, log[-3000:]
-    assert dt < 5.0, f"shutdown took {dt:.2f} s (target 2 s)"
+    assert dt < limit_s, f"shutdown took {dt:.2f} s (target 2 s)"
     for bad in ["terminate called", "KeyboardInterrupt", "Traceback"]:
         assert bad not in log, log[-3000:]
 
@@ -78,7 +78,9 @@ def test_a_second_sigint_during_shutdown_is_tolerated_and_cancels_a_running_rend
     time.sleep(1.5)
     assert not fut.done()
     rc, dt = _signal_and_wait(proc, [signal.SIGINT, signal.SIGINT])
-    _assert_clean_exit(proc, rc, dt)
+    # the render band in flight is waited for: ~0.25 s on a quiet machine, but at load 10-13 on 2 cores a
+    # one-row band took ~6 s (OpenMP regions wait for descheduled threads); as one job the render took minutes
+    _assert_clean_exit(proc, rc, dt, limit_s=15.0)
     assert load_map(tmp_path / "maps" / "shutdown.map").stats.frames_added >= 1
 
 
