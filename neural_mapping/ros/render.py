@@ -42,11 +42,12 @@ def render_in_chunks(core, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, c
     """(color (H, W, 3), depth (H, W)) of the live map seen from T_WC, one band of rows per core job.
 
     The first band has about ``chunk_rays`` rays; with ``target_s`` each later band is sized so it
-    takes about ``target_s`` seconds at the speed the previous one ran (None: all ``chunk_rays``).
+    takes about ``target_s`` seconds at the speed the previous one ran, between the first band's
+    rows and :data:`MAX_BAND_RAYS` (None: all ``chunk_rays``).
     Raises :class:`RenderStopped` when ``cancelled()`` turns true or ``time.monotonic()`` passes
     ``deadline`` before a band starts.
     """
-    rows = max(1, int(chunk_rays) // max(int(W), 1))
+    rows = min_rows = max(1, int(chunk_rays) // max(int(W), 1))
     color = np.zeros((H, W, 3), np.float32)
     depth = np.zeros((H, W), np.float32)
     r0 = 0
@@ -64,5 +65,6 @@ def render_in_chunks(core, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, c
         depth[r0:r0 + h] = r.depth
         r0 += h
         if target_s is not None:
-            rows = max(1, min(2 * rows, round(h * target_s / max(dt, 1e-3)), MAX_BAND_RAYS // max(int(W), 1)))
+            # never below the first band: a band's time is mostly fixed cost when the machine is busy
+            rows = max(min_rows, min(2 * rows, round(h * target_s / max(dt, 1e-3)), MAX_BAND_RAYS // max(int(W), 1)))
     return color, depth
