@@ -30,7 +30,9 @@ class Trajectory:
         self.version = 0
 
     def observe(self, frame) -> None:
-        if frame is None or frame.stamp_ns == self._last_stamp:
+        """Add a frame's position; frames not newer than the last one are ignored (the feeder and the
+        loop's poll of the core's latest frame may both report it)."""
+        if frame is None or (self._last_stamp is not None and frame.stamp_ns <= self._last_stamp):
             return
         p = np.asarray(frame.T_WC[:3, 3], np.float64)
         with self._lock:
