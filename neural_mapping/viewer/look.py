@@ -160,11 +160,12 @@ class LookThrough:
     """
 
     def __init__(self, run_job: Callable, show: Callable[[np.ndarray, dict], None], *, settle_s: float = 0.25,
-                 min_interval_s: float = 1.0, duty: float = 0.1) -> None:
+                 min_interval_s: float = 1.0, duty: float = 0.1, ready: Callable[[], bool] = lambda: True) -> None:
         self.run_job, self.show = run_job, show
         self.settle_s, self.min_interval_s, self.duty = float(settle_s), float(min_interval_s), float(duty)
         self._next_ok = 0.0  # monotonic time before which no render starts (min_interval_s, duty)
         self.enabled = True
+        self.ready = ready  # False while there is nothing worth rendering (an untrained map)
         self._req: LookRequest | None = None
         self._moved_at = 0.0
         self._last_key: tuple | None = None
@@ -190,7 +191,7 @@ class LookThrough:
         now = time.monotonic() if now is None else now
         with self._lock:
             req = self._req
-            if not self.enabled or req is None or req.key() == self._last_key:
+            if not self.enabled or req is None or req.key() == self._last_key or not self.ready():
                 return None
             if now - self._moved_at < self.settle_s or now < self._next_ok:
                 return None

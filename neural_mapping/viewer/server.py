@@ -76,7 +76,7 @@ class Viewer:
         self.panels.on_look_change = self._look_settings_changed
         self.panels.on_sdf_height = lambda z: self._mark_planes()
         self.panels.on_layers = self._set_layer
-        self.look = LookThrough(self.core.run, self._show_look)
+        self.look = LookThrough(self.core.run, self._show_look, ready=self._map_ready)
         self.server.on_client_connect(self._on_client)
         for name, fn in (("viewer_loop", self._loop), ("viewer_look", lambda: self.look.run_forever(self._stop))):
             t = threading.Thread(target=fn, name=name, daemon=True)
@@ -169,8 +169,7 @@ class Viewer:
         if not self._camera_set:
             self._place_camera(self.server.get_clients().values())
         key = (core.lineage, m.stats.steps, m.stats.frames_added)
-        ready = m.stats.steps >= self.min_steps or (not core.running and m.stats.frames_added > 0)
-        if not ready or time.monotonic() < self._heavy_after:
+        if not self._map_ready() or time.monotonic() < self._heavy_after:
             return
         t0 = time.monotonic()
         pending = self._extractor is not None and self._extractor.stats.tiles_pending > 0  # a budgeted update left some
@@ -182,6 +181,12 @@ class Viewer:
             self._planes_key = key
         spent = time.monotonic() - t0
         self._heavy_after = time.monotonic() + spent * (1.0 / self.duty - 1.0)
+
+    def _map_ready(self) -> bool:
+        """Products and renders are worth computing: ``min_steps`` trained (an untrained field has
+        surfaces everywhere), or a map that is not training (a loaded one)."""
+        m = self.core.mapper
+        return m.stats.steps >= self.min_steps or (m.stats.frames_added > 0 and (self.core.paused or not self.core.running))
 
     def _update_status(self, m) -> None:
         st, s = self.core.stats(), self.status
