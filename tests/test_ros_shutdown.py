@@ -72,9 +72,9 @@ def test_a_second_sigint_during_shutdown_is_tolerated_and_cancels_a_running_rend
     proc, client = start(save_on_shutdown=True)
     f = synthetic_sequence(n_frames=1, width=160, height=120, seed=0).frames[0]
     K = f.K.copy()
-    K[:2] *= 8  # 1280x960: minutes on 2 cores, so it is running when the signals come
+    K[:2] *= 4  # 640x480: minutes on 2 cores, so it is running when the signals come
     cli = client.wait_for_service(RenderView, "render_view")
-    fut = cli.call_async(RenderView.Request(pose=co.T_to_pose(f.T_WC), camera_info=co.camera_info_msg(K, 960, 1280, "v")))
+    fut = cli.call_async(RenderView.Request(pose=co.T_to_pose(f.T_WC), camera_info=co.camera_info_msg(K, 480, 640, "v")))
     time.sleep(1.5)
     assert not fut.done()
     rc, dt = _signal_and_wait(proc, [signal.SIGINT, signal.SIGINT])
