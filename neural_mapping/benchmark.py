@@ -45,7 +45,7 @@ class BenchOptions:
     rate_hz: float | None = None  # feed rate; None: the frames' stamps
     tsdf_voxels: tuple = (0.02, 0.04)
     curve_points: int = 5  # evaluations of ours during the extra training
-    curve_views: int = 4  # held-out views rendered per evaluation of the curve
+    curve_views: int = 2  # held-out views rendered per evaluation of the curve
     n_gt_points: int = 100_000
     n_free_points: int = 20_000
     queue_size: int = 16  # as runner.RunOptions

@@ -123,7 +123,8 @@ def test_realtime_input_faster_than_training_drops_oldest(dataset):
     root, data, cfg = dataset
     c = load_yaml(cfg)
     seq = synthetic_sequence(n_frames=20, width=64, height=48)
-    res = run_mapping(seq.frames, c, RunOptions(realtime=True, rate_hz=1000.0, queue_size=2, progress=False))
+    res = run_mapping(seq.frames, c, RunOptions(realtime=True, rate_hz=1000.0, queue_size=2, frames_per_step=1,
+                                                progress=False))
     m = res.metrics
     # frames every 1 ms, a step takes longer: the queue (2 frames) overflows; every frame is either
     # integrated or dropped, the last frames are integrated, one step follows each integration
