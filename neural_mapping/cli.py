@@ -28,7 +28,6 @@ COMMANDS: dict[str, str] = {
     "bench": "compare the map with Open3D TSDF fusion (2 cm, 4 cm) on the same frames: accuracy, memory, time",
     "play": "publish a bag's messages through rclpy with /clock (no rosbag2 needed)",
     "ablate": "train every representation (encodings, SIREN, NeRF/SDF, colour heads) at one budget and judge the lecture's claims",
-    "ablate": "train every representation (encodings, SIREN, NeRF/SDF, colour heads) at one budget and judge the lecture's claims",
     "view": "a live web viewer (viser) of a map file, or of an input mapped live",
 }
 
