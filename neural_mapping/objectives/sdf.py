@@ -26,8 +26,8 @@ from neural_mapping.objectives.base import LossResult, Objective
 
 
 #: surface points of the batch a free sample's distance bound is taken over; weight of the pull to it
-BOUND_POINTS = 128
-BOUND_PULL = 0.05
+BOUND_POINTS = 256
+BOUND_PULL = 0.02
 
 
 def batch_distance_bound(pts: torch.Tensor, surf: torch.Tensor, along_ray: torch.Tensor) -> torch.Tensor:
