@@ -135,6 +135,9 @@ class TrainConfig(ConfigGroup):
     behind_prior: bool = param(True, "Samples behind the SDF band (up to truncation_m behind the surface) get a weak sdf <= 0 prior in the free-space loss")
     w_sdf: float = param(1000.0, "Weight of the SDF loss inside the truncation band", lo=0.0)
     w_free: float = param(100.0, "Weight of the free-space loss in front of the band (sdf fields)", lo=0.0)
+    w_sdf_bound: float = param(0.0, "Weight of the iSDF-style distance bound on free samples beyond the band (sdf "
+                                     "fields; 0 = off: on, it lowered 2D occupancy quality and did not yet meet the "
+                                     "distance targets, see RESULTS.md)", lo=0.0)
     w_free_nerf: float = param(10.0, "Weight of the free-space loss (nerf fields: no rendering weight in front of the surface)", lo=0.0)
     w_eikonal: float = param(0.0, "Weight of the eikonal loss (|grad| = 1)", lo=0.0)
     w_depth: float = param(0.1, "Weight of the rendered depth loss (sdf fields)", lo=0.0)

@@ -10,8 +10,8 @@ Beyond the band the field is a distance, not a constant ``truncation_m`` (iSDF, 
 the distance from a free-space sample to any observed surface point bounds its SDF from above. The
 cheap bound used here is the nearest of the ray's own surface point and :data:`BOUND_POINTS`
 surface points of the batch (its rays are random, so they spread over what was seen); free
-samples get a hinge above that bound (weight ``w_free``) and a weak L1 pull towards it
-(``w_free * BOUND_PULL``), so the field grows with the distance to the nearest seen surface.
+samples get a hinge above that bound (weight ``train.w_sdf_bound``, off by default) and a weak L1 pull towards it
+(``w_sdf_bound * BOUND_PULL``), so the field grows with the distance to the nearest seen surface.
 """
 
 from __future__ import annotations
@@ -78,13 +78,13 @@ class SdfObjective(Objective):
         total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
         ahead = b.depth[:, None] - t
         free = ahead > tr
-        if c.train.w_free > 0 and bool(free.any()):
+        if c.train.w_sdf_bound > 0 and bool(free.any()):
             with torch.no_grad():
                 surf = (b.origins_W + b.depth[:, None] * b.dirs_W)[:BOUND_POINTS]
                 bound = batch_distance_bound(pts[: R * S].detach().view(R, S, 3)[free], surf,
                                              (ahead * dn[:, None])[free])
             e = sdf[free] - bound
-            total = total + c.train.w_free * (torch.relu(e) ** 2 + BOUND_PULL * e.abs()).mean()
+            total = total + c.train.w_sdf_bound * (torch.relu(e) ** 2 + BOUND_PULL * e.abs()).mean()
         with torch.no_grad():
             target = b.depth[:, None] - t
             band = ((target <= tr) & (target >= -back)).float()
