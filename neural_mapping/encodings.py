@@ -109,6 +109,30 @@ class _GatherInterp(torch.autograd.Function):
         return grad_table, None, grad_w
 
 
+def grid_levels(n_levels: int, table_size: int, base_res: int, finest_m: float,
+                extent_m: float) -> tuple[list[float], int, int]:
+    """The levels of a multiresolution grid (hash grid, spline grid): cell sizes (m) geometric from
+    ``extent_m / base_res`` to ``finest_m``; the periodic resolution R of a dense level (R^3 <= table
+    rows); and how many leading (coarse) levels are dense (collision-free over ``extent_m``)."""
+    coarse = extent_m / base_res
+    if n_levels == 1:
+        cells = [finest_m]
+    else:
+        growth = (finest_m / coarse) ** (1.0 / (n_levels - 1))
+        cells = [coarse * growth**l for l in range(n_levels)]
+    dense_res = int(round(table_size ** (1.0 / 3.0)))
+    while dense_res**3 > table_size:
+        dense_res -= 1
+    n_dense = sum(1 for c in cells if dense_res * c >= extent_m)
+    return cells, dense_res, n_dense
+
+
+def grid_table(rows: int, n_features: int, seed: int) -> nn.Parameter:
+    """A grid's feature table, uniform in +-1e-4 from ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return nn.Parameter((torch.rand(rows, n_features, generator=g) * 2 - 1) * 1e-4)
+
+
 class HashGridEncoding(Encoding):
     """Multiresolution hash encoding with levels in absolute metres.
 
@@ -127,20 +151,9 @@ class HashGridEncoding(Encoding):
         self.n_features = n_features
         self.out_dim = n_levels * n_features
         self.table_size = 1 << log2_table
-        coarse = extent_m / base_res
-        if n_levels == 1:
-            cells = [finest_m]
-        else:
-            growth = (finest_m / coarse) ** (1.0 / (n_levels - 1))
-            cells = [coarse * growth**l for l in range(n_levels)]
+        cells, self.dense_res, self.n_dense = grid_levels(n_levels, self.table_size, base_res, finest_m, extent_m)
         self.register_buffer("inv_cell", torch.tensor([1.0 / c for c in cells], dtype=torch.float32))
-        self.dense_res = int(round(self.table_size ** (1.0 / 3.0)))
-        while self.dense_res**3 > self.table_size:
-            self.dense_res -= 1
-        #: number of leading (coarse) levels that use dense periodic indexing
-        self.n_dense = sum(1 for c in cells if self.dense_res * c >= extent_m)
-        g = torch.Generator().manual_seed(seed)
-        self.table = nn.Parameter((torch.rand(n_levels * self.table_size, n_features, generator=g) * 2 - 1) * 1e-4)
+        self.table = grid_table(n_levels * self.table_size, n_features, seed)
         #: on CPU tensors, use the fused C++ kernel of neural_mapping.hashgrid_ext when it is built
         self.fast_cpu_kernel = fast_cpu_kernel
         self.register_buffer("level_offset", torch.arange(n_levels, dtype=torch.long) * self.table_size, persistent=False)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neural_mapping.encodings import _PRIMES, Encoding
+from neural_mapping.encodings import _PRIMES, Encoding, grid_levels, grid_table
 
 
 def bspline_weights(t: torch.Tensor) -> torch.Tensor:
@@ -49,20 +49,10 @@ class SplineGridEncoding(Encoding):
         self.n_features = n_features
         self.out_dim = n_levels * n_features
         self.table_size = 1 << log2_table
-        coarse = extent_m / base_res
-        if n_levels == 1:
-            cells = [finest_m]
-        else:
-            growth = (finest_m / coarse) ** (1.0 / (n_levels - 1))
-            cells = [coarse * growth**l for l in range(n_levels)]
+        #: leading (coarse) levels index a dense periodic grid (collision-free over dense_res cells)
+        cells, self.dense_res, self.n_dense = grid_levels(n_levels, self.table_size, base_res, finest_m, extent_m)
         self.register_buffer("inv_cell", torch.tensor([1.0 / c for c in cells], dtype=torch.float64), persistent=False)
-        self.dense_res = int(round(self.table_size ** (1.0 / 3.0)))
-        while self.dense_res**3 > self.table_size:
-            self.dense_res -= 1
-        #: leading (coarse) levels that index a dense periodic grid (collision-free over dense_res cells)
-        self.n_dense = sum(1 for c in cells if self.dense_res * c >= extent_m)
-        g = torch.Generator().manual_seed(seed)
-        self.table = nn.Parameter((torch.rand(n_levels * self.table_size, n_features, generator=g) * 2 - 1) * 1e-4)
+        self.table = grid_table(n_levels * self.table_size, n_features, seed)
         self.register_buffer("offsets", torch.arange(-1, 3, dtype=torch.long), persistent=False)  # (4,)
         R = self.dense_res
         self.register_buffer("dense_mult", torch.tensor([1, R, R * R], dtype=torch.long), persistent=False)
