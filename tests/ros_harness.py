@@ -5,7 +5,9 @@ Real rclpy over DDS between two processes; every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -226,3 +228,26 @@ def status_of(client: Client):
 
     msg = client.get("status")
     return diagnostics_to_status(msg) if msg is not None else None
+
+
+@contextlib.contextmanager
+def running_node(params: dict, log_path):
+    """A node process with ``params`` on a random, localhost-only ROS domain and a client that has seen
+    it subscribe and publish its first ~/status: yields (NodeProcess, Client); both closed after."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
+        mp.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        mp.setenv("ROS_LOCALHOST_ONLY", "1")
+        proc = NodeProcess(params, dict(os.environ), log_path)
+        client = None
+        try:
+            client = Client()
+            client.wait_subscribed(timeout=60)
+            client.wait_for(lambda: status_of(client), 30, "the first ~/status", proc)
+            yield proc, client
+        finally:
+            if client is not None:
+                client.close()
+            proc.stop()

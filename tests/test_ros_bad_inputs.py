@@ -4,13 +4,12 @@ DDS in turn; each is refused or counted in ~/status, the node stays up and keeps
 from __future__ import annotations
 
 import os
-import random
 import time
 
 import numpy as np
 import pytest
 
-from ros_harness import Client, NodeProcess, frame_messages, status_of
+from ros_harness import frame_messages, running_node, status_of
 
 W, H = 80, 60
 
@@ -20,26 +19,13 @@ def node(tmp_path_factory):
     from neural_mapping.io.synthetic import synthetic_sequence
 
     tmp = tmp_path_factory.mktemp("ros_bad")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
-        mp.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        mp.setenv("ROS_LOCALHOST_ONLY", "1")
-        params = {"preset": "cpu", "encoding.hash_log2_table": 12, "train.rays_per_step": 256,
-                  "map_dir": str(tmp / "maps"), "status_rate_hz": 10.0, "warn_throttle_s": 0.0,
-                  "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
-                  "render_rate_hz": 0.0, "save_on_shutdown": True, "shutdown_map_name": "last.map"}
-        proc = NodeProcess(params, dict(os.environ), tmp / "node.log")
-        client = None
-        try:
-            client = Client()
-            client.wait_subscribed(timeout=60)
-            client.wait_for(lambda: status_of(client), 30, "the first ~/status", proc)
-            seq = synthetic_sequence(n_frames=12, width=W, height=H, seed=1)
-            yield {"client": client, "proc": proc, "tmp": tmp, "frames": seq.frames, "next": [0]}
-        finally:
-            if client is not None:
-                client.close()
-            proc.stop()
+    params = {"preset": "cpu", "encoding.hash_log2_table": 12, "train.rays_per_step": 256,
+              "map_dir": str(tmp / "maps"), "status_rate_hz": 10.0, "warn_throttle_s": 0.0,
+              "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
+              "render_rate_hz": 0.0, "save_on_shutdown": True, "shutdown_map_name": "last.map"}
+    with running_node(params, tmp / "node.log") as (proc, client):
+        seq = synthetic_sequence(n_frames=12, width=W, height=H, seed=1)
+        yield {"client": client, "proc": proc, "tmp": tmp, "frames": seq.frames, "next": [0]}
 
 
 def _counted(st) -> int:

@@ -12,39 +12,23 @@ import time
 import numpy as np
 import pytest
 
-from ros_harness import Client, NodeProcess, status_of
+from ros_harness import running_node, status_of
 
 N_FRAMES = 6
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    import os
-    import random
-
     from neural_mapping.io.synthetic import synthetic_sequence
 
     tmp = tmp_path_factory.mktemp("ros_robust")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ROS_DOMAIN_ID", str(random.randint(1, 200)))
-        mp.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-        mp.setenv("ROS_LOCALHOST_ONLY", "1")
-        params = {"preset": "cpu", "encoding.hash_log2_table": 14, "train.rays_per_step": 512,
-                  "map_dir": str(tmp / "maps"), "status_rate_hz": 5.0, "warn_throttle_s": 0.0,
-                  "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
-                  "render_rate_hz": 0.0, "save_on_shutdown": True}
-        proc = NodeProcess(params, dict(os.environ), tmp / "node.log")
-        client = None
-        try:
-            client = Client()
-            client.wait_subscribed(timeout=60)
-            client.wait_for(lambda: status_of(client), 30, "the first ~/status", proc)
-            yield {"client": client, "proc": proc, "tmp": tmp,
-                   "seq": synthetic_sequence(n_frames=N_FRAMES, width=160, height=120, seed=0)}
-        finally:
-            if client is not None:
-                client.close()
-            proc.stop()
+    params = {"preset": "cpu", "encoding.hash_log2_table": 14, "train.rays_per_step": 512,
+              "map_dir": str(tmp / "maps"), "status_rate_hz": 5.0, "warn_throttle_s": 0.0,
+              "mesh_rate_hz": 0.0, "occupancy_rate_hz": 0.0, "voxels_rate_hz": 0.0, "esdf_rate_hz": 0.0,
+              "render_rate_hz": 0.0, "save_on_shutdown": True}
+    with running_node(params, tmp / "node.log") as (proc, client):
+        yield {"client": client, "proc": proc, "tmp": tmp,
+               "seq": synthetic_sequence(n_frames=N_FRAMES, width=160, height=120, seed=0)}
 
 
 def test_saving_an_empty_map_is_refused_like_a_query(node):
