@@ -207,13 +207,14 @@ def write_outputs(result: RunResult, out_dir: str | Path, cfg: MapperConfig, mes
     save_yaml(cfg, paths["config"])
     save_map(result.mapper, paths["map"])
     if mesh:
-        from neural_mapping.products import MeshExtractor, save_mesh
+        from neural_mapping.io.outputs import write_mesh_verified
+        from neural_mapping.products import MeshExtractor
 
         t = time.perf_counter()
         ex = MeshExtractor(result.mapper)
         msh = ex.extract(full=True)
         paths["mesh"] = out / "mesh.ply"
-        save_mesh(msh, paths["mesh"])
+        write_mesh_verified(msh, paths["mesh"])  # as `mesh --out`: read back, not left half-written
         s = ex.stats
         result.metrics.mesh = {"vertices": int(s.vertices), "triangles": int(s.triangles),
                                "voxel_m": float(ex.voxel_m), "seconds": time.perf_counter() - t}
