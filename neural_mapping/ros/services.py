@@ -25,6 +25,9 @@ from neural_mapping_interfaces.srv import LoadMap, QueryField, RenderView, SaveM
 #: longest a pause request waits for the running training step before answering (s)
 PAUSE_WAIT_S = 10.0
 
+#: why a request needing the map is refused before the first frame
+EMPTY_MAP = "the map is empty: no frames have been integrated yet"
+
 
 class Services:
     """The services of one node (see the module doc)."""
@@ -75,7 +78,7 @@ class Services:
             resp.message = f"{n} points is more than max_query_points ({self.node.ncfg.max_query_points})"
             return resp
         if not self.node.has_map():
-            resp.message = "the map is empty: no frames have been integrated yet"
+            resp.message = EMPTY_MAP
             return resp
         t0 = time.perf_counter()
         pts = req.points_xyz if arrays else points_array(req.points)
@@ -120,7 +123,7 @@ class Services:
             resp.message = f"pose: {e}"
             return resp
         if not self.node.has_map():
-            resp.message = "the map is empty: no frames have been integrated yet"
+            resp.message = EMPTY_MAP
             return resp
         t0 = time.monotonic()
         try:  # bands of rows, each a job between training steps: queries are served in between
@@ -151,7 +154,7 @@ class Services:
         if path is None:
             return resp
         if not self.node.has_map():  # as query_field: nothing to save yet
-            resp.message = "the map is empty: no frames have been integrated yet; nothing saved"
+            resp.message = EMPTY_MAP + "; nothing saved"
             return resp
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
