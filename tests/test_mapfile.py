@@ -269,3 +269,74 @@ def test_temporary_files_of_killed_saves_are_removed_by_the_next_save(trained, t
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([fresh_tmp.name, foreign.name, "map.pt"])
     assert load_map(tmp_path / "map.pt").stats.steps == trained.stats.steps
+
+
+# ----------------------------------------------------------------------------- format 2: float16 tables
+
+def _raw_payload(path):
+    import io
+
+    header, offset = read_header(path)
+    return header, torch.load(io.BytesIO(path.read_bytes()[offset:]), weights_only=True)
+
+
+def test_a_map_without_keyframes_stores_its_tables_as_float16_and_answers_within_micrometres(trained, tmp_path,
+                                                                                            monkeypatch):
+    import neural_mapping.mapfile as mapfile
+
+    light = save_map(trained, tmp_path / "light.pt")
+    header, raw = _raw_payload(light)
+    assert header["format_version"] == FORMAT_VERSION == 2 and header["tables"] == "float16"
+    halves = raw["__half_field_keys__"]
+    assert halves, "no tensor was stored as float16"
+    field_fp32 = trained.field.state_dict()
+    big = sum(v.numel() for v in field_fp32.values() if v.numel() >= 1 << 14)
+    assert all(raw["field"][k].dtype == torch.float16 for k in halves)
+    assert sum(raw["field"][k].numel() for k in halves) == big  # every table, and only tables
+    assert all(raw["field"][k].dtype == torch.float32 for k in raw["field"] if k not in halves)  # MLPs exact
+    # two bytes saved per table entry, against the same map with float32 tables
+    monkeypatch.setattr(mapfile, "HALF_MIN_NUMEL", 1 << 62)
+    full = save_map(trained, tmp_path / "full.pt")
+    monkeypatch.undo()
+    saved_bytes = os.path.getsize(full) - os.path.getsize(light)
+    assert abs(saved_bytes - 2 * big) < 0.02 * big
+    m2 = load_map(light)
+    assert all(p.dtype == torch.float32 for p in m2.field.parameters())
+    pts = np.random.default_rng(5).uniform(-2, 2, size=(4000, 3)).astype(np.float32)
+    a = trained.query(pts, want_gradient=True)
+    b = m2.query(pts, want_gradient=True)
+    assert np.abs(a.sdf - b.sdf).max() < 1e-4
+    assert np.abs(a.gradient - b.gradient).max() < 1e-2
+    # training continues from the loaded (float32 again) tables
+    assert m2.add_frame(synthetic_sequence(n_frames=2, width=64, height=48, seed=1).frames[0])
+    assert np.isfinite(m2.step(2).loss)
+
+
+def test_a_map_with_keyframes_keeps_float32_tables(saved):
+    header, raw = _raw_payload(saved)
+    assert header["tables"] == "float32" and raw["__half_field_keys__"] == []
+
+
+def test_a_format_1_file_is_read_as_it_is(trained, saved, tmp_path):
+    header, offset = read_header(saved)
+    header["format_version"] = 1
+    header.pop("tables")
+    old = tmp_path / "v1.pt"
+
+    def drop_half_keys(d):
+        d.pop("__half_field_keys__")
+
+    rewrite_payload(saved, old, drop_half_keys)
+    h2, off2 = read_header(old)
+    h2["format_version"] = 1
+    old.write_bytes(MAGIC + json.dumps(h2).encode() + b"\n" + old.read_bytes()[off2:])
+    m2 = load_map(old)
+    pts = np.random.default_rng(6).uniform(-2, 2, size=(500, 3)).astype(np.float32)
+    np.testing.assert_array_equal(m2.query(pts).sdf, trained.query(pts).sdf)
+
+
+def test_a_bad_half_keys_entry_is_a_map_file_error(tmp_path, trained):
+    light = save_map(trained, tmp_path / "light.pt")
+    bad = rewrite_payload(light, tmp_path / "crafted.pt", lambda d: d.__setitem__("__half_field_keys__", ["nope"]))
+    with pytest.raises(MapFileError, match="__half_field_keys__"):
+        load_map(bad)
