@@ -78,10 +78,13 @@ def _held_out_depth(render, f: Frame, s: int):
 
 
 def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_mesh=None,
-              opts: BenchOptions | None = None) -> dict:
-    """Run ours and the TSDF rows on ``frames``; writes DIR/bench.json (and PNGs) and returns its dict."""
+              opts: BenchOptions | None = None, *, return_run: bool = False):
+    """Run ours and the TSDF rows on ``frames``; writes DIR/bench.json (and PNGs) and returns its dict
+    (with ``return_run``: the dict and our :class:`~neural_mapping.runner.RunResult`, whose mapper is
+    the benchmarked map after its extra training)."""
     from tqdm import tqdm
 
+    from neural_mapping.io.outputs import write_mesh_verified
     from neural_mapping.mapfile import save_map
     from neural_mapping.products import MeshExtractor, save_mesh
     from neural_mapping.runner import RunOptions, eval_stride, run_mapping
@@ -121,7 +124,7 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     t = time.perf_counter()
     our_mesh = MeshExtractor(mapper).extract(full=True)
     mesh_s = time.perf_counter() - t
-    save_mesh(our_mesh, out / "mesh.ply")
+    write_mesh_verified(our_mesh, out / "mesh.ply")
     map_path = save_map(mapper, out / "map.pt")
     m = res.metrics
     rows = {"ours": {"frames_used": int(mapper.stats.frames_added), "frames_dropped": int(m.frames_dropped),
@@ -150,8 +153,7 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
     if gt is not None:
         for name, msh in tqdm(meshes.items(), desc="mesh metrics", disable=not o.progress, leave=False):
             mm = ev.mesh_metrics(msh, gt_mesh, gt=gt)
-            rows[name].update({k: getattr(mm, k) for k in ("chamfer_l1_cm", "accuracy_cm", "completion_cm",
-                                                           "fscore_2cm", "fscore_5cm", "completion_ratio_5cm")})
+            rows[name].update(mm.to_dict())
         pts = ev.free_space_points(train, o.n_free_points, max_depth_m=cfg.render.max_depth_m)
         true_d, true_g = ev.distance_and_gradient(pts, gt_mesh)
         q = mapper.query(pts, want_gradient=True)
@@ -196,6 +198,9 @@ def run_bench(frames: list[Frame], cfg: MapperConfig, out_dir: str | Path, gt_me
 
         result["plots"] = write_plots(out, result, mapper, held, err_images)
         (out / "bench.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+    if return_run:
+        m.steps, m.keyframes = int(mapper.stats.steps), len(mapper.keyframes)
+        return result, res
     return result
 
 

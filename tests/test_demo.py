@@ -23,7 +23,18 @@ def test_demo_writes_every_output_and_scores_the_mesh(tmp_path, capsys):
     assert mv["precision_5cm"] >= 0.85 and mv["accuracy_cm"] < 4.0, mv
     assert mv["fscore_5cm"] >= 0.6 and mv["recall_5cm"] >= 0.4, mv
     assert m["held_out_depth_l1_m"] < 0.10, m["held_out"]
-    assert "neural_mapping demo" in capsys.readouterr().out
+    # the classical baseline on the same frames, in the same run (issue 11 item 7)
+    b = json.loads((out / "bench.json").read_text())
+    assert set(b["rows"]) == {"ours", "tsdf_4cm"} and b["training_frames"] == 27 and b["held_out_frames"] == 3
+    assert b["rows"]["tsdf_4cm"]["frames_used"] == 27
+    assert 0.5 < b["rows"]["tsdf_4cm"]["fscore_5cm"] <= 1.0  # the same GT scoring for both rows
+    assert m["comparison"]["rows"]["ours"]["fscore_5cm"] == mv["fscore_5cm"]
+    assert abs(m["comparison"]["ratios"]["tsdf_4cm"]["chamfer_l1_cm"]
+               - mv["chamfer_l1_cm"] / b["rows"]["tsdf_4cm"]["chamfer_l1_cm"]) < 1e-9
+    for name in ("tsdf_4cm.ply", "views.png", "curve.png", "occupancy.png"):
+        assert (out / name).is_file(), name
+    text = capsys.readouterr().out
+    assert "neural_mapping demo" in text and "| F@2cm |" in text and "ours / tsdf_4cm" in text
 
 
 def test_demo_bad_arguments_exit_2(tmp_path, capsys):
