@@ -28,6 +28,11 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
     ],
+    extras_require={
+        # the fused Triton hash-grid kernels on CUDA (neural_mapping/hashgrid_triton.py); CUDA builds of
+        # torch already bring it. On CPU it runs only the kernels' tests, through Triton's interpreter.
+        "gpu": ["triton>=3.0"],
+    },
     zip_safe=True,
     maintainer="neural_mapping maintainers",
     maintainer_email="neural-mapping@example.com",

@@ -133,6 +133,19 @@ def grid_table(rows: int, n_features: int, seed: int) -> nn.Parameter:
     return nn.Parameter((torch.rand(rows, n_features, generator=g) * 2 - 1) * 1e-4)
 
 
+_triton_mod: list = []
+
+
+def _triton_path():
+    """neural_mapping.hashgrid_triton when Triton imports and the path is enabled, else None (imported
+    lazily, on the first CUDA tensor: CPU runs never import Triton)."""
+    if not _triton_mod:
+        from neural_mapping import hashgrid_triton
+
+        _triton_mod.append(hashgrid_triton)
+    return _triton_mod[0] if _triton_mod[0].available() else None
+
+
 class HashGridEncoding(Encoding):
     """Multiresolution hash encoding with levels in absolute metres.
 
@@ -200,11 +213,15 @@ class HashGridEncoding(Encoding):
 
     def encode_with_jacobian(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Detached features (N, L*F) and d features / dx (N, L*F, 3) per metre, analytic (fast queries)."""
+        if x.device.type == "cuda" and _triton_path() is not None:  # fused Triton pass (hashgrid_triton)
+            return _triton_path().encode_with_jacobian(self, x)
         return hashgrid_ext.encode_with_jacobian(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3) metres -> (N, L*F)
         if self.fast_cpu_kernel and x.device.type == "cpu" and hashgrid_ext.available():
             return hashgrid_ext.encode(self, x)  # same math, tested equal in tests/test_hashgrid_ext.py
+        if x.device.type == "cuda" and _triton_path() is not None:
+            return _triton_path().encode(self, x)  # same math, tested equal in tests/test_hashgrid_triton.py
         N = x.shape[0]
         xs = x[:, None, :].float() * self.inv_cell[None, :, None]  # (N, L, 3) in cells
         x0 = torch.floor(xs)

@@ -44,6 +44,18 @@ if [ ! -f "$VENV/.req-stamp" ] || [ requirements.txt -nt "$VENV/.req-stamp" ]; t
   touch "$VENV/.req-stamp"
 fi
 
+# --- Triton (optional, ~290 MB download, ~1 GB installed): tests/test_hashgrid_triton.py runs the fused GPU
+# kernels through Triton's CPU interpreter; without it those tests are skipped. Same as `pip install .[gpu]`.
+TRITON_PIN="triton==3.9.0"
+if [ "${NEURAL_MAPPING_SKIP_TRITON:-0}" = 0 ] && [ "$(cat "$VENV/.triton-stamp" 2>/dev/null)" != "$TRITON_PIN" ]; then
+  echo "[setup] pip install $TRITON_PIN (the GPU kernels' interpreter tests)"
+  if "$PY" -m pip install -q --disable-pip-version-check "$TRITON_PIN"; then
+    echo "$TRITON_PIN" >"$VENV/.triton-stamp"
+  else
+    echo "[setup] WARNING: $TRITON_PIN not installed; tests/test_hashgrid_triton.py will be skipped"
+  fi
+fi
+
 # --- neural_mapping_interfaces -----------------------------------------------
 if [ ! -f "$VENV/.ifc-stamp" ] || [ -n "$(find neural_mapping_interfaces -newer "$VENV/.ifc-stamp" -type f | head -1)" ]; then
   echo "[setup] building neural_mapping_interfaces into $VENV"
