@@ -213,12 +213,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "render.n_surface": 12,
         "keyframes.downsample": 2,
     },
+    # GPU (issue 15): 16k rays x 40 samples = 655k points a step, ~20M points/s at 30 steps/s beside 30 Hz
+    # full-resolution (downsample 1) input, every frame integrated (the runner's frames_per_step, 16, drains
+    # the queue between steps); sizes chosen without a device, to be checked by benchmarks/device_check.sh
     "gpu": {
         "device": "cuda",
         "encoding.hash_log2_table": 19,
-        "train.rays_per_step": 8192,
-        "render.n_stratified": 32,
-        "render.n_surface": 32,
+        "train.rays_per_step": 16384,
+        "render.n_stratified": 16,
+        "render.n_surface": 24,
         "field.hidden": 64,
         "keyframes.downsample": 1,
     },

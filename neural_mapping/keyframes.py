@@ -204,25 +204,41 @@ class KeyframeBuffer:
         self.device = torch.device(device)
         self.min_depth, self.max_depth = min_depth, max_depth
         self.edge_jump_m = edge_jump_m
-        self.keyframes: list[StoredFrame] = []
+        self._keyframes: list[StoredFrame] = []  # read as .keyframes (which brings their losses to the host)
         self.latest: StoredFrame | None = None
         self.dropped = 0
         self._cat = None  # cached concatenation of keyframe pixels
+        # the keyframes' sampling losses on the device while training updates them every step (no host
+        # sync); copied back into StoredFrame.loss (one copy) before the list changes or is saved
+        self._loss_dev: torch.Tensor | None = None
         self.reservoir = RayReservoir(RESERVOIR_CAPACITY, self.device)
         self._rng = np.random.default_rng(seed)  # pixel subsets of non-keyframes
 
     def __len__(self) -> int:
-        return len(self.keyframes)
+        return len(self._keyframes)
+
+    @property
+    def keyframes(self) -> list[StoredFrame]:
+        """The keyframes, oldest first, their ``loss`` up to date (read back from the device if training
+        moved it there)."""
+        self._flush_losses()
+        return self._keyframes
+
+    @keyframes.setter
+    def keyframes(self, value: list[StoredFrame]) -> None:
+        self._loss_dev = None
+        self._keyframes = value
+        self._cat = None
 
     @property
     def nbytes(self) -> int:
-        return sum(k.nbytes for k in self.keyframes)
+        return sum(k.nbytes for k in self._keyframes)
 
     def is_keyframe(self, T_WC: np.ndarray) -> bool:
         """True when the pose is far enough (translation or rotation) from the last keyframe."""
-        if not self.keyframes:
+        if not self._keyframes:
             return True
-        dt, ang = pose_distance(self.keyframes[-1].T_WC_np, T_WC)
+        dt, ang = pose_distance(self._keyframes[-1].T_WC_np, T_WC)
         return dt >= self.cfg.min_translation_m or ang >= self.cfg.min_rotation_deg
 
     def add(self, frame: Frame, generator: torch.Generator | None = None) -> tuple[bool, bool]:
@@ -239,24 +255,39 @@ class KeyframeBuffer:
         if not kf:
             self.reservoir.add(sf, RESERVOIR_RAYS_PER_FRAME, generator)
             return True, False
-        sf.loss = max((k.loss for k in self.keyframes), default=1.0)  # new frames get sampled first
-        self.keyframes.append(sf)
+        self._flush_losses()
+        sf.loss = max((k.loss for k in self._keyframes), default=1.0)  # new frames get sampled first
+        self._keyframes.append(sf)
         self._cat = None
         self._enforce_bounds()
         return True, True
 
+    def _loss_tensor(self) -> torch.Tensor:
+        """The keyframes' losses (K,) float32 on the device (made from StoredFrame.loss when needed)."""
+        if self._loss_dev is None:
+            self._loss_dev = torch.tensor([k.loss for k in self._keyframes], device=self.device, dtype=torch.float32)
+        return self._loss_dev
+
+    def _flush_losses(self) -> None:
+        """Copy the device-side losses back into the keyframes (before the list changes or is read)."""
+        if self._loss_dev is not None:
+            for k, v in zip(self._keyframes, self._loss_dev.tolist()):
+                k.loss = v
+            self._loss_dev = None
+
     def _enforce_bounds(self) -> None:
+        self._flush_losses()
         max_bytes = self.cfg.max_mb * 1e6
-        while len(self.keyframes) > 1 and (len(self.keyframes) > self.cfg.max_keyframes or self.nbytes > max_bytes):
+        while len(self._keyframes) > 1 and (len(self._keyframes) > self.cfg.max_keyframes or self.nbytes > max_bytes):
             # drop the lowest-loss keyframe among all but the newest; ties -> the oldest
-            i = min(range(len(self.keyframes) - 1), key=lambda j: (self.keyframes[j].loss, j))
-            del self.keyframes[i]
+            i = min(range(len(self._keyframes) - 1), key=lambda j: (self._keyframes[j].loss, j))
+            del self._keyframes[i]
             self.dropped += 1
             self._cat = None
 
     def _concat(self):
         if self._cat is None:
-            ks = self.keyframes
+            ks = self._keyframes
             counts = torch.tensor([k.depth.shape[0] for k in ks], device=self.device)
             offsets = torch.cumsum(counts, 0) - counts
             self._cat = (torch.cat([k.dirs_C for k in ks]), torch.cat([k.depth for k in ks]),
@@ -270,7 +301,7 @@ class KeyframeBuffer:
         if self.latest is None:
             raise RuntimeError("no frame to sample from")
         dev = self.device
-        n_latest = int(round(n_rays * latest_fraction)) if self.keyframes else n_rays
+        n_latest = int(round(n_rays * latest_fraction)) if self._keyframes else n_rays
         n_kf = n_rays - n_latest
         n_res = int(round(n_kf * RESERVOIR_FRACTION)) if len(self.reservoir) else 0
         n_kf -= n_res
@@ -283,7 +314,7 @@ class KeyframeBuffer:
                           L.edge_m[i]))
         if n_kf:
             dirs, depth, rgb, Ts, counts, offsets, edge = self._concat()
-            p = torch.tensor([k.loss for k in self.keyframes], device=dev, dtype=torch.float32).clamp_min(1e-8)
+            p = self._loss_tensor().clamp_min(1e-8)
             kf = torch.multinomial(p / p.sum(), n_kf, replacement=True, generator=generator)  # (n_kf,)
             u = torch.rand(n_kf, device=dev, generator=generator)
             pix = offsets[kf] + (u * counts[kf]).long().clamp_max(counts[kf] - 1)
@@ -297,27 +328,28 @@ class KeyframeBuffer:
 
     def update_losses(self, source: torch.Tensor, ray_loss: torch.Tensor, momentum: float = 0.5) -> None:
         """Blend each sampled keyframe's loss with the mean loss of its rays this step."""
-        m = source >= 0
-        if not bool(m.any()) or not self.keyframes:
+        if not self._keyframes:
             return
-        K = len(self.keyframes)
-        s = source[m]
-        tot = torch.zeros(K, device=self.device).index_add_(0, s, ray_loss[m].detach().float())
-        cnt = torch.zeros(K, device=self.device).index_add_(0, s, torch.ones_like(s, dtype=torch.float32))
-        mean = (tot / cnt.clamp_min(1)).cpu().numpy()
-        seen = (cnt > 0).cpu().numpy()
-        for k, (sm, ok) in enumerate(zip(mean, seen)):
-            if ok:
-                kf = self.keyframes[k]
-                kf.loss = momentum * kf.loss + (1 - momentum) * float(sm)
+        # on the device, masked (no boolean indexing, no copy to the host): rays of the latest frame or
+        # the reservoir (source < 0) add nothing; keyframes without rays this step keep their loss
+        K = len(self._keyframes)
+        m = source >= 0
+        s = torch.where(m, source, torch.zeros_like(source))
+        rl = torch.where(m, ray_loss.detach().float(), torch.zeros((), device=ray_loss.device))
+        tot = torch.zeros(K, device=self.device).index_add_(0, s, rl)
+        cnt = torch.zeros(K, device=self.device).index_add_(0, s, m.float())
+        cur = self._loss_tensor()
+        self._loss_dev = torch.where(cnt > 0, momentum * cur + (1 - momentum) * (tot / cnt.clamp_min(1)), cur)
 
     def state_dict(self) -> dict:
-        return {"keyframes": [k.state_dict() for k in self.keyframes],
+        self._flush_losses()
+        return {"keyframes": [k.state_dict() for k in self._keyframes],
                 "latest": None if self.latest is None else self.latest.state_dict(), "dropped": self.dropped,
                 "reservoir": self.reservoir.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
-        self.keyframes = [StoredFrame.from_state_dict(k, self.device) for k in d.get("keyframes", [])]
+        self._loss_dev = None
+        self._keyframes = [StoredFrame.from_state_dict(k, self.device) for k in d.get("keyframes", [])]
         lt = d.get("latest")
         self.latest = None if lt is None else StoredFrame.from_state_dict(lt, self.device)
         self.dropped = int(d.get("dropped", 0))

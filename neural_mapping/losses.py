@@ -31,7 +31,7 @@ class LossTerms:
     color: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+        return {k: float(v) for k, v in asdict(self).items()}
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -71,9 +71,14 @@ def free_space_loss(sdf: torch.Tensor, t: torch.Tensor, depth: torch.Tensor, tru
     return _masked_mean(pen, free.to(sdf.dtype))
 
 
-def eikonal_loss(grad: torch.Tensor) -> torch.Tensor:
-    """mean (|grad| - 1)^2 over points: (N, 3) -> scalar."""
-    return ((grad.norm(dim=-1) - 1.0) ** 2).mean()
+def eikonal_loss(grad: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """mean (|grad| - 1)^2 over points (N, 3) -> scalar; with ``mask`` (N,) bool, over the masked points
+    (0 where none), without boolean indexing (no host sync on CUDA)."""
+    if mask is None:
+        return ((grad.norm(dim=-1) - 1.0) ** 2).mean()
+    # unmasked rows become unit vectors: finite, zero loss and zero gradient (a zero row's norm has none)
+    g = torch.where(mask[:, None], grad, grad.new_tensor(3 ** -0.5))
+    return _masked_mean((g.norm(dim=-1) - 1.0) ** 2, mask.to(grad.dtype))
 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,14 +100,17 @@ def psnr(mse: float) -> float:
 
 
 def weighted_total(cfg: TrainConfig, sdf=None, free=None, eikonal=None, depth=None, color=None):
-    """sum of w_term * term for the terms given -> (scalar tensor, LossTerms of unweighted floats)."""
+    """sum of w_term * term for the terms given -> (scalar tensor, LossTerms of the unweighted terms).
+
+    The terms given are stored as detached 0-d tensors (floats for terms not given), so a training step
+    waits for no GPU result; ``Mapper`` reads them back in one copy when they are asked for."""
     total = None
     terms = LossTerms()
     for name, val, w in (("sdf", sdf, cfg.w_sdf), ("free", free, cfg.w_free), ("eikonal", eikonal, cfg.w_eikonal),
                          ("depth", depth, cfg.w_depth), ("color", color, cfg.w_color)):
         if val is None:
             continue
-        setattr(terms, name, float(val.detach()))
+        setattr(terms, name, val.detach())  # a 0-d tensor: read to the host only when used (no sync per step)
         if w == 0:
             continue
         total = w * val if total is None else total + w * val

@@ -39,13 +39,55 @@ STATE_VERSION = 1
 MIN_VALID_PIXELS = 64
 
 
-@dataclass
+class _DeviceScalars:
+    """The last step's loss and unweighted terms, still on the device: a training step never waits for
+    the GPU (no host sync); the values cross to the host, in one copy, when first read."""
+
+    __slots__ = ("_values", "_floats")
+
+    def __init__(self, total: torch.Tensor, terms: LossTerms):
+        vals = [total.detach().float().reshape(())]
+        for f in dataclasses.fields(LossTerms):
+            v = getattr(terms, f.name)
+            vals.append(v.detach().float().reshape(()) if torch.is_tensor(v)
+                        else torch.full((), float(v), device=total.device))
+        self._values = torch.stack(vals)
+        self._floats: list[float] | None = None
+
+    def floats(self) -> list[float]:
+        if self._floats is None:
+            self._floats = self._values.tolist()
+            self._values = None
+        return self._floats
+
+    def loss(self) -> float:
+        return self.floats()[0]
+
+    def terms(self) -> LossTerms:
+        return LossTerms(*self.floats()[1:])
+
+
 class StepStats:
-    loss: float
-    terms: LossTerms
-    rays: int
-    samples: int  # sample points evaluated by the field
-    seconds: float
+    """What ``Mapper.step`` did: ``loss`` and ``terms`` of the last step (read from the device when
+    first accessed), rays and sample points trained, seconds (host time: the GPU may still run)."""
+
+    def __init__(self, loss, terms: LossTerms | None, rays: int, samples: int, seconds: float):
+        self._loss, self._terms = loss, terms  # loss: a float, or the step's _DeviceScalars
+        self.rays = rays
+        self.samples = samples  # sample points evaluated by the field
+        self.seconds = seconds
+
+    @property
+    def loss(self) -> float:
+        return self._loss.loss() if isinstance(self._loss, _DeviceScalars) else self._loss
+
+    @property
+    def terms(self) -> LossTerms:
+        return self._loss.terms() if isinstance(self._loss, _DeviceScalars) else self._terms
+
+    def __repr__(self) -> str:
+        return (f"StepStats(loss={self.loss!r}, terms={self.terms!r}, rays={self.rays}, samples={self.samples}, "
+                f"seconds={self.seconds!r})")
 
 
 @dataclass
@@ -126,8 +168,38 @@ class Mapper:
         self.region = RegionGuard(cfg.map)  # region of interest and pose plausibility (add_frame)
         self._lo: np.ndarray | None = None  # (3,) AABB of observed points (no margin)
         self._hi: np.ndarray | None = None
+        self._pending: _DeviceScalars | None = None  # the last step's loss, not read back yet
         self.stats = MapperStats()
         self.last_terms = LossTerms()  # unweighted loss terms of the last step
+
+    # the last step's loss and terms stay on the device until read: reading stats or last_terms copies them
+    @property
+    def stats(self) -> MapperStats:
+        self._flush_pending()
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: MapperStats) -> None:
+        self._pending = None
+        self._stats = value
+
+    @property
+    def last_terms(self) -> LossTerms:
+        self._flush_pending()
+        return self._last_terms
+
+    @last_terms.setter
+    def last_terms(self, value: LossTerms) -> None:
+        self._pending = None
+        self._last_terms = value
+
+    def _flush_pending(self) -> None:
+        p = self._pending
+        if p is not None:
+            self._stats.last_loss = p.loss()
+            self._last_terms = p.terms()
+            if self._pending is p:
+                self._pending = None
 
     def _new_keyframes(self) -> KeyframeBuffer:
         c = self.cfg
@@ -146,8 +218,8 @@ class Mapper:
     # ------------------------------------------------------------------ input
 
     def _reject(self, reason: str) -> bool:
-        self.stats.frames_rejected += 1
-        self.stats.reject_reasons[reason] = self.stats.reject_reasons.get(reason, 0) + 1
+        self._stats.frames_rejected += 1
+        self._stats.reject_reasons[reason] = self._stats.reject_reasons.get(reason, 0) + 1
         log.warning("frame rejected: %s", reason)
         return False
 
@@ -178,12 +250,12 @@ class Mapper:
                 lo, hi = np.minimum(pts.min(0), cam), np.maximum(pts.max(0), cam)
                 self._lo = lo if self._lo is None else np.minimum(self._lo, lo)
                 self._hi = hi if self._hi is None else np.maximum(self._hi, hi)
-            if is_kf or self.stats.frames_added == 0:
+            if is_kf or self._stats.frames_added == 0:
                 # non-keyframes lie close to a keyframe and add little coverage; skipping them
                 # saves ~40 ms per 320x240 frame on 2 CPU cores (most of add_frame)
                 self.coverage.update(frame, max_depth_m=r.max_depth_m)
-            self.stats.frames_added += 1
-            self.stats.keyframes = len(self.keyframes)
+            self._stats.frames_added += 1
+            self._stats.keyframes = len(self.keyframes)
             self.region.accept(frame)
         return True
 
@@ -197,14 +269,16 @@ class Mapper:
     # ------------------------------------------------------------------ training
 
     def step(self, n: int = 1) -> StepStats:
-        """n optimisation steps; returns the stats of the last (rays/samples/seconds summed)."""
+        """n optimisation steps; returns the stats of the last (rays/samples/seconds summed).
+
+        No host sync on the way (CUDA: the host queues the steps and returns): the loss and terms
+        stay on the device until ``StepStats.loss`` / ``stats.last_loss`` / ``last_terms`` is read
+        (tests/test_sync_free.py)."""
         t0 = time.perf_counter()
         rays = samples = 0
-        loss = float("nan")
-        terms = LossTerms()
         with self.lock:
             if self.keyframes.latest is None:
-                return StepStats(loss, terms, 0, 0, 0.0)
+                return StepStats(float("nan"), LossTerms(), 0, 0, 0.0)
             self.field.train()
             for _ in range(n):
                 batch = self.keyframes.sample(self.cfg.train.rays_per_step, self.cfg.train.latest_frame_fraction,
@@ -214,17 +288,16 @@ class Mapper:
                 total.backward()
                 self.optimizer.step()
                 self.keyframes.update_losses(batch.source, ray_loss)
-                loss = float(total.detach())
                 rays += len(batch)
                 samples += ns
-                self.stats.steps += 1
+                self._stats.steps += 1
             dt = time.perf_counter() - t0
-            self.stats.last_loss = loss
-            self.last_terms = terms
-            self.stats.rays_trained += rays
-            self.stats.samples_trained += samples
-            self.stats.train_seconds += dt
-        return StepStats(loss, terms, rays, samples, dt)
+            pending = _DeviceScalars(total, terms)
+            self._pending = pending
+            self._stats.rays_trained += rays
+            self._stats.samples_trained += samples
+            self._stats.train_seconds += dt
+        return StepStats(pending, None, rays, samples, dt)
 
     def train_for(self, seconds: float) -> int:
         """Train until ``seconds`` have passed (at least one step if any frame); returns steps done."""

@@ -112,7 +112,13 @@ def sphere_trace(sdf_fn: Callable[[torch.Tensor], torch.Tensor], origins: torch.
 
     origins (R, 3), dirs_unit (R, 3) unit length, t_near/t_far (R,) in metres along the ray.
     Returns (t (R,), hit (R,) bool). A sign change between steps is refined by the secant rule.
+
+    On the CPU the active rays are compacted every step (the field is the work; syncs cost nothing
+    there). Elsewhere (CUDA) every ray is evaluated every step with masked updates: fixed shapes and
+    no host sync (no ``nonzero``, no early exit); both give the same t and hit.
     """
+    if origins.device.type != "cpu":
+        return _sphere_trace_masked(sdf_fn, origins, dirs_unit, t_near, t_far, n_steps, eps, step_scale, min_step)
     t = t_near.clone()
     active = t < t_far
     hit = torch.zeros_like(active)
@@ -135,5 +141,26 @@ def sphere_trace(sdf_fn: Callable[[torch.Tensor], torch.Tensor], origins: torch.
         step = torch.clamp(s, min=min_step) * step_scale
         t[ia] = torch.where(conv, t[ia], t[ia] + step)
         active[ia] = ~conv & (t[ia] < t_far[ia])
+    hit &= t < t_far
+    return t, hit
+
+
+def _sphere_trace_masked(sdf_fn, origins, dirs_unit, t_near, t_far, n_steps, eps, step_scale, min_step):
+    """:func:`sphere_trace` without compaction: a converged or exited ray keeps its t (same results)."""
+    t = t_near.clone()
+    active = t < t_far
+    hit = torch.zeros_like(active)
+    prev_t = t.clone()
+    prev_s = torch.full_like(t, float("inf"))
+    for _ in range(n_steps):
+        s = sdf_fn(origins + t[:, None] * dirs_unit)
+        crossed = active & (s < 0) & torch.isfinite(prev_s) & (prev_s > 0)
+        conv = active & ((s.abs() < eps) | crossed)
+        t = torch.where(crossed, prev_t + (t - prev_t) * prev_s / (prev_s - s), t)  # secant
+        hit = hit | conv
+        prev_t = torch.where(active, t, prev_t)
+        prev_s = torch.where(active, s, prev_s)
+        t = torch.where(active & ~conv, t + torch.clamp(s, min=min_step) * step_scale, t)
+        active = active & ~conv & (t < t_far)
     hit &= t < t_far
     return t, hit

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from neural_mapping.config import MapperConfig, ConfigError, iter_params, load_yaml, preset, to_flat
+from neural_mapping.config import PRESETS, MapperConfig, ConfigError, iter_params, load_yaml, preset, to_flat
 from neural_mapping.ros import params as P
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def test_every_config_field_is_a_declared_parameter_with_descriptor(rcl):
 def test_preset_then_explicit_overrides_win(rcl):
     node = rcl({"preset": "gpu", "train.lr": 0.05, "device": "cpu", "map_frame": "world"})
     ncfg, mcfg = P.declare_all(node)
-    assert mcfg.train.rays_per_step == 8192  # from the gpu preset
+    assert mcfg.train.rays_per_step == PRESETS["gpu"]["train.rays_per_step"] != MapperConfig().train.rays_per_step  # the gpu preset
     assert mcfg.train.lr == 0.05 and mcfg.device == "cpu"
     assert ncfg.map_frame == "world" and ncfg.preset == "gpu"
 

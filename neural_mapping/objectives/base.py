@@ -74,16 +74,21 @@ class Objective(ABC):
         """Render rays o, d (P, 3) inside the box [lo, hi] (3,) and the render near/far, ``chunk``
         rays at a time with :meth:`render_rays` -> colour (P, 3), z-depth (P,), opacity (P,) float32."""
         P = o.shape[0]
-        color, depth, opac = np.zeros((P, 3), np.float32), np.zeros(P, np.float32), np.zeros(P, np.float32)
-        for s in range(0, P, chunk):
+        cs, zs, as_ = [], [], []
+        for s in range(0, P, chunk):  # the chunks stay on the device: one copy to the host at the end
             oc, dc = o[s:s + chunk], d[s:s + chunk]
             t_in, t_out = rd.ray_aabb(oc, dc, lo, hi)  # in z-depth units (d is z-scaled)
             t_in = torch.clamp(t_in, min=self.cfg.render.near_m)
             t_out = torch.clamp(t_out, max=self.cfg.render.far_m)
             c, z, a = self.render_rays(oc, dc, t_in, t_out)
-            color[s:s + chunk] = c.cpu().numpy()
-            depth[s:s + chunk] = z.cpu().numpy()
-            opac[s:s + chunk] = a.cpu().numpy()
+            cs.append(c.float())
+            zs.append(z.float())
+            as_.append(a.float())
+        if P == 0:
+            return np.zeros((0, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32)
+        color = torch.cat(cs).cpu().numpy().astype(np.float32, copy=False)
+        depth = torch.cat(zs).cpu().numpy().astype(np.float32, copy=False)
+        opac = torch.cat(as_).cpu().numpy().astype(np.float32, copy=False)
         return color, depth, opac
 
     # ------------------------------------------------------------------ the kind's rules

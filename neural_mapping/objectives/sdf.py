@@ -21,7 +21,8 @@ import torch
 
 from neural_mapping import rendering as rd
 from neural_mapping.keyframes import RayBatch
-from neural_mapping.losses import color_loss, depth_loss, eikonal_loss, free_space_loss, sdf_band_loss, weighted_total
+from neural_mapping.losses import (_masked_mean, color_loss, depth_loss, eikonal_loss, free_space_loss, sdf_band_loss,
+                                   weighted_total)
 from neural_mapping.objectives.base import LossResult, Objective
 
 
@@ -67,7 +68,7 @@ class SdfObjective(Objective):
             g = torch.autograd.grad(out.value[: R * S].sum(), pts, create_graph=True)[0][: R * S]
             ahead = b.depth[:, None] - t
             band = ((ahead <= tr) & (ahead >= -back)).reshape(-1)
-            l_eik = eikonal_loss(g[band]) if bool(band.any()) else None
+            l_eik = eikonal_loss(g, band)  # masked mean: no boolean indexing, no host sync
         if c.train.w_depth > 0:
             w = rd.weights_from_alpha(rd.neus_alpha(sdf, c.render.sdf_beta))
             d_pred = (w * t).sum(1) / (w.sum(1) + 1e-6)
@@ -78,13 +79,12 @@ class SdfObjective(Objective):
         total, terms = weighted_total(c.train, sdf=l_sdf, free=l_free, eikonal=l_eik, depth=l_depth, color=l_col)
         ahead = b.depth[:, None] - t
         free = ahead > tr
-        if c.train.w_sdf_bound > 0 and bool(free.any()):
+        if c.train.w_sdf_bound > 0:  # over the free samples, as a masked mean (no host sync)
             with torch.no_grad():
                 surf = (b.origins_W + b.depth[:, None] * b.dirs_W)[:BOUND_POINTS]
-                bound = batch_distance_bound(pts[: R * S].detach().view(R, S, 3)[free], surf,
-                                             (ahead * dn[:, None])[free])
-            e = sdf[free] - bound
-            total = total + c.train.w_sdf_bound * (torch.relu(e) ** 2 + BOUND_PULL * e.abs()).mean()
+                bound = batch_distance_bound(pts[: R * S].detach(), surf, (ahead * dn[:, None]).reshape(-1)).view(R, S)
+            e = torch.where(free, sdf - bound, torch.zeros_like(sdf))
+            total = total + c.train.w_sdf_bound * _masked_mean(torch.relu(e) ** 2 + BOUND_PULL * e.abs(), free.to(sdf.dtype))
         with torch.no_grad():
             target = b.depth[:, None] - t
             band = ((target <= tr) & (target >= -back)).float()
@@ -104,11 +104,15 @@ class SdfObjective(Objective):
                                  n_steps=self.cfg.render.render_samples, eps=1e-3)
         hit &= valid
         z = torch.where(hit, t / dn, torch.zeros_like(t))
-        col = torch.zeros_like(o)
-        if bool(hit.any()):
-            ih = hit.nonzero().squeeze(1)
-            out = self.field(o[ih] + t[ih, None] * du[ih])
-            col[ih] = self.field.color(out.geo, du[ih], o[ih] + t[ih, None] * du[ih])
+        if o.device.type == "cpu":  # the hits only (syncs cost nothing on the CPU; the colour head is the work)
+            col = torch.zeros_like(o)
+            if bool(hit.any()):
+                ih = hit.nonzero().squeeze(1)
+                out = self.field(o[ih] + t[ih, None] * du[ih])
+                col[ih] = self.field.color(out.geo, du[ih], o[ih] + t[ih, None] * du[ih])
+        else:  # every ray, masked: fixed shapes, no host sync
+            p = o + t[:, None] * du
+            col = torch.where(hit[:, None], self.field.color(self.field(p).geo, du, p), torch.zeros_like(o))
         return col, z, hit.float()
 
     def occupancy_from_value(self, vals: np.ndarray) -> np.ndarray:
