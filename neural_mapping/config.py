@@ -185,6 +185,7 @@ class OccupancyConfig(ConfigGroup):
 
 from neural_mapping.viewer.config import ViewerConfig  # noqa: E402 - after param/ConfigGroup, which it uses
 from neural_mapping.region_config import MapRegionConfig  # noqa: E402 - after param/ConfigGroup, which it uses
+from neural_mapping.submaps_config import SubmapsConfig  # noqa: E402 - after param/ConfigGroup, which it uses
 
 
 @dataclass
@@ -201,6 +202,7 @@ class MapperConfig(ConfigGroup):
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
     map: MapRegionConfig = dataclasses.field(default_factory=MapRegionConfig)
     viewer: ViewerConfig = dataclasses.field(default_factory=ViewerConfig)
+    submaps: SubmapsConfig = dataclasses.field(default_factory=SubmapsConfig)
 
 
 #: Presets: overrides on top of the defaults, as dotted names.
