@@ -30,6 +30,7 @@ from neural_mapping.frame import Frame, FrameError
 from neural_mapping.keyframes import KeyframeBuffer
 from neural_mapping.losses import LossTerms
 from neural_mapping.objectives import build_objective
+from neural_mapping.online import WarnThrottle
 from neural_mapping.region import RegionGuard
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Mapper:
         self.cfg = cfg or MapperConfig()
         self.device = torch.device(device) if device is not None else resolve_device(self.cfg.device)
         self.lock = threading.RLock()
+        self.reject_warn = WarnThrottle(log.warning)  # rejected frames: counted each, logged once per 5 s
         self._build()
 
     # ------------------------------------------------------------------ construction
@@ -220,7 +222,7 @@ class Mapper:
     def _reject(self, reason: str) -> bool:
         self._stats.frames_rejected += 1
         self._stats.reject_reasons[reason] = self._stats.reject_reasons.get(reason, 0) + 1
-        log.warning("frame rejected: %s", reason)
+        self.reject_warn("frames_rejected", f"frame rejected: {reason}")
         return False
 
     def add_frame(self, frame: Frame) -> bool:

@@ -314,3 +314,21 @@ def test_other_runtime_errors_and_oom_at_the_smallest_batch_are_training_errors(
         assert msg in core.last_error and m.stats.steps == 0
         assert core.stats().oom_retries == (2 if "memory" in msg else 0)  # 256 -> 128 -> 64, then given up
         assert m.cfg.train.rays_per_step == 256
+
+
+def test_rejected_frames_are_each_counted_and_warned_once_per_interval(caplog):
+    """Mapper._reject goes through a WarnThrottle: 3 bursts of 40 rejects, the bursts one interval
+    apart, give 3 warnings and an exact count of 120 (it logged all 120 before)."""
+    m = Mapper(apply_overrides(MapperConfig(), SMALL))
+    m.reject_warn = WarnThrottle(m.reject_warn._emit, lambda: 0.5)
+    with caplog.at_level("WARNING", logger="neural_mapping.mapper"):
+        for burst in range(3):
+            if burst:
+                time.sleep(0.6)
+            for _ in range(40):
+                assert m.add_frame("not a frame") is False
+    warnings = [r for r in caplog.records if "frame rejected" in r.getMessage()]
+    assert len(warnings) == 3, [r.getMessage() for r in warnings]
+    assert "not a Frame: str" in warnings[0].getMessage() and "throttled" in warnings[0].getMessage()
+    assert m.stats.frames_rejected == 120
+    assert m.stats.reject_reasons == {"not a Frame: str": 120}
