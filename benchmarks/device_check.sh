@@ -48,16 +48,16 @@ if [ "$MODE" = gpu ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$RESULTS/gpu.txt"
   TESTS="tests/test_hashgrid_triton.py tests/test_sync_free.py"
   SEL_TESTS="tests/test_mapper.py tests/test_encodings.py tests/test_online.py"
-  timeout 150 "$PY" -m pytest -q -p no:cacheprovider $TESTS 2>&1 | tee "$RESULTS/tests.log"
+  timeout 150 "$PY" -m pytest -q $TESTS 2>&1 | tee "$RESULTS/tests.log"
   rc1=${PIPESTATUS[0]}
-  timeout 90 "$PY" -m pytest -q -p no:cacheprovider $SEL_TESTS -k cuda 2>&1 | tee -a "$RESULTS/tests.log"
+  timeout 90 "$PY" -m pytest -q $SEL_TESTS -k cuda 2>&1 | tee -a "$RESULTS/tests.log"
   rc2=${PIPESTATUS[0]}
   TESTS_OUT="triton+sync-free rc=$rc1, cuda-parametrised rc=$rc2 ($(grep -E '(passed|failed|skipped|error)' "$RESULTS/tests.log" | tail -2 | tr '\n' ';'))"
   left=$(( 470 - ($(date +%s) - t0) ))
   timeout "$left" "$PY" benchmarks/device_bench.py --out "$RESULTS" --tests "$TESTS_OUT"
   rc=$?
 else
-  timeout 60 "$PY" -m pytest -q -p no:cacheprovider "tests/test_sync_free.py::test_the_guard_catches_what_it_should" \
+  timeout 60 "$PY" -m pytest -q "tests/test_sync_free.py::test_the_guard_catches_what_it_should" \
     >"$RESULTS/tests.log" 2>&1
   rc1=$?
   timeout 120 "$PY" benchmarks/device_bench.py --cpu-smoke --out "$RESULTS" --tests "smoke: sync guard rc=$rc1"

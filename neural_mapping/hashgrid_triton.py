@@ -102,6 +102,9 @@ class TritonSpec:
 # ----------------------------------------------------------------------------- kernels
 
 if triton is not None:
+    # globals read inside @triton.jit functions must be constexpr (compiled Triton refuses plain globals)
+    _HP1 = tl.constexpr(_P1)
+    _HP2 = tl.constexpr(_P2)
 
     @triton.jit
     def _coords(x_ptr, offs, m, inv):
@@ -132,7 +135,7 @@ if triton is not None:
         dz = ((cz % R) + R) % R
         rd = dx + R * (dy + R * dz)
         # spatial hash in uint32 (wrapping products)
-        h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * _P1) ^ (cz.to(tl.uint32) * _P2)
+        h = cx.to(tl.uint32) ^ (cy.to(tl.uint32) * _HP1) ^ (cz.to(tl.uint32) * _HP2)
         rh = (h & (T - 1).to(tl.uint32)).to(tl.int32)
         row = base + tl.where(dense, rd, rh)
         if bx == 1:
@@ -148,14 +151,6 @@ if triton is not None:
         else:
             wz = 1.0 - fz
         return row, wx, wy, wz
-
-    @triton.jit
-    def _sign(b: tl.constexpr):
-        if b == 1:
-            s = 1.0
-        else:
-            s = -1.0
-        return s
 
     @triton.jit
     def _fwd_kernel(x_ptr, table_ptr, inv_ptr, out_ptr, jac_ptr, N, T, n_dense, R,
@@ -181,9 +176,9 @@ if triton is not None:
             t = tl.load(table_ptr + row[:, None] * F + kk[None, :], mask=m2, other=0.0)
             acc += (wx * wy * wz)[:, None] * t
             if WANT_JAC:
-                jx += (_sign((c >> 2) & 1) * inv * wy * wz)[:, None] * t
-                jy += (_sign((c >> 1) & 1) * inv * wx * wz)[:, None] * t
-                jz += (_sign(c & 1) * inv * wx * wy)[:, None] * t
+                jx += ((2.0 * ((c >> 2) & 1) - 1.0) * inv * wy * wz)[:, None] * t
+                jy += ((2.0 * ((c >> 1) & 1) - 1.0) * inv * wx * wz)[:, None] * t
+                jz += ((2.0 * (c & 1) - 1.0) * inv * wx * wy)[:, None] * t
         o = offs[:, None] * (L * F) + l * F + kk[None, :]
         tl.store(out_ptr + o, acc, mask=m2)
         if WANT_JAC:
@@ -213,9 +208,9 @@ if triton is not None:
                 row, wx, wy, wz = _corner(fx, fy, fz, ix, iy, iz, c, base, dense, R, T)
                 t = tl.load(table_ptr + row[:, None] * F + kk[None, :], mask=m2, other=0.0)
                 s = tl.sum(g * t, axis=1)  # (BLOCK,) sum_k g_k t_ck
-                ax += _sign((c >> 2) & 1) * inv * wy * wz * s
-                ay += _sign((c >> 1) & 1) * inv * wx * wz * s
-                az += _sign(c & 1) * inv * wx * wy * s
+                ax += (2.0 * ((c >> 2) & 1) - 1.0) * inv * wy * wz * s
+                ay += (2.0 * ((c >> 1) & 1) - 1.0) * inv * wx * wz * s
+                az += (2.0 * (c & 1) - 1.0) * inv * wx * wy * s
         tl.store(out_ptr + offs * 3 + 0, ax, mask=m)
         tl.store(out_ptr + offs * 3 + 1, ay, mask=m)
         tl.store(out_ptr + offs * 3 + 2, az, mask=m)
@@ -241,8 +236,8 @@ if triton is not None:
         acc = tl.zeros((BLOCK, FP), dtype=tl.float32)
         for c in tl.static_range(8):
             row, wx, wy, wz = _corner(fx, fy, fz, ix, iy, iz, c, base, dense, R, T)
-            dv = inv * (_sign((c >> 2) & 1) * v0 * (wy * wz) + _sign((c >> 1) & 1) * v1 * (wx * wz)
-                        + _sign(c & 1) * v2 * (wx * wy))
+            dv = inv * ((2.0 * ((c >> 2) & 1) - 1.0) * v0 * (wy * wz) + (2.0 * ((c >> 1) & 1) - 1.0) * v1 * (wx * wz)
+                        + (2.0 * (c & 1) - 1.0) * v2 * (wx * wy))
             t = tl.load(table_ptr + row[:, None] * F + kk[None, :], mask=m2, other=0.0)
             acc += dv[:, None] * t
         tl.store(out_ptr + offs[:, None] * (L * F) + l * F + kk[None, :], acc, mask=m2)
@@ -270,8 +265,8 @@ if triton is not None:
         for c in tl.static_range(8):
             row, wx, wy, wz = _corner(fx, fy, fz, ix, iy, iz, c, base, dense, R, T)
             if DIRECTIONAL:
-                wc = inv * (_sign((c >> 2) & 1) * v0 * (wy * wz) + _sign((c >> 1) & 1) * v1 * (wx * wz)
-                            + _sign(c & 1) * v2 * (wx * wy))
+                wc = inv * ((2.0 * ((c >> 2) & 1) - 1.0) * v0 * (wy * wz) + (2.0 * ((c >> 1) & 1) - 1.0) * v1 * (wx * wz)
+                            + (2.0 * (c & 1) - 1.0) * v2 * (wx * wy))
             else:
                 wc = wx * wy * wz
             tl.atomic_add(out_ptr + row[:, None] * F + kk[None, :], wc[:, None] * g, mask=m2)
@@ -474,3 +469,34 @@ def forward_jac(x: torch.Tensor, table: torch.Tensor, spec) -> tuple[torch.Tenso
 
 def encode_with_jacobian(enc, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return forward_jac(x, enc.table, TritonSpec.of(enc))
+
+
+def compile_check(capability: int = 90, warp_size: int = 32) -> dict[str, int]:
+    """Compile every kernel variant ahead of time for an NVIDIA GPU of compute ``capability`` (90: H100/H200,
+    87: Jetson Orin, 86: RTX 30xx) without needing that GPU -> {variant: PTX size}. Raises on a compile
+    error. Not in interpreter mode (TRITON_INTERPRET=1 gives interpreted kernels, nothing to compile)."""
+    import inspect
+
+    _require()
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if interpreting():
+        raise RuntimeError("compile_check: TRITON_INTERPRET=1 is set (the kernels are interpreted)")
+    target = GPUTarget("cuda", capability, warp_size)
+    types = dict(x_ptr="*fp32", table_ptr="*fp32", inv_ptr="*fp32", out_ptr="*fp32", jac_ptr="*fp32", g_ptr="*fp32",
+                 v_ptr="*fp32", N="i32", L="i32", T="i32", n_dense="i32", R="i32")
+    variants = [(_fwd_kernel, dict(F=2, FP=2, WANT_JAC=False, BLOCK=_BLOCK)),
+                (_fwd_kernel, dict(F=2, FP=2, WANT_JAC=True, BLOCK=_BLOCK)),
+                (_fwd_kernel, dict(F=3, FP=4, WANT_JAC=True, BLOCK=_BLOCK)),
+                (_input_grad_kernel, dict(F=2, FP=2, BLOCK=_BLOCK_GRAD)),
+                (_jvp_kernel, dict(F=2, FP=2, BLOCK=_BLOCK)),
+                (_scatter_kernel, dict(F=2, FP=2, DIRECTIONAL=False, BLOCK=_BLOCK)),
+                (_scatter_kernel, dict(F=2, FP=2, DIRECTIONAL=True, BLOCK=_BLOCK))]
+    out = {}
+    for fn, consts in variants:
+        names = list(inspect.signature(fn.fn).parameters)
+        sig = {n: "constexpr" if n in consts else types[n] for n in names}
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts), target=target)
+        out[f"{fn.fn.__name__}{consts}"] = len(k.asm.get("ptx", ""))
+    return out

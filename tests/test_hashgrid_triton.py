@@ -219,3 +219,23 @@ def test_unavailable_reason_is_reported():
         assert not ht.available() and "disabled" in ht.unavailable_reason()
     finally:
         ht.set_enabled(old)
+
+
+@requires_triton
+@pytest.mark.parametrize("capability", [90, 87], ids=["sm90-H100-H200", "sm87-Jetson-Orin"])
+def test_kernels_compile_for_the_gpu_without_one(capability):
+    """Triton compiles every kernel variant to PTX (and ptxas to machine code) for the target GPU on a
+    machine without one: catches what the interpreter does not check (e.g. non-constexpr globals).
+    Run in a subprocess: this process may have set TRITON_INTERPRET=1."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    code = ("import json; from neural_mapping import hashgrid_triton as h; "
+            f"print(json.dumps(h.compile_check({capability})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    sizes = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(sizes) == 7 and all(v > 1000 for v in sizes.values())
