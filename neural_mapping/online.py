@@ -125,6 +125,11 @@ class OnlineMapper:
         return not t.is_alive()
 
     @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called (jobs such as a render band check it to end early)."""
+        return self._stop.is_set()
+
+    @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -103,3 +103,53 @@ def test_bands_are_sized_to_the_target_time(mapped):
         del m.render
     assert sum(heights) == 24 and heights[:2] == [1, 2]  # grows at most 2x per band ...
     assert 3 <= max(heights) <= 5  # ... up to ~0.04 s / 10 ms = 4 rows (timing slack: one more)
+
+
+def test_a_cancel_stops_the_band_in_flight_before_its_next_field_evaluation(mapped):
+    """A cancel that comes while a band renders ends it before the field's next evaluation (a sphere
+    trace evaluates it once per step): the old code ran the band to its end, however long it took."""
+    m, f = mapped
+    core = OnlineMapper(m)
+    evals = []
+    h = m.field.register_forward_pre_hook(lambda *_: evals.append(1))
+    try:
+        with pytest.raises(RenderStopped, match="shutting down"):
+            # one band of the whole 24x32 image; cancelled from its 5th field evaluation on
+            render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=24 * 32, target_s=None,
+                             cancelled=lambda: len(evals) >= 5)
+        full = len(evals)
+    finally:
+        h.remove()
+    assert full == 5  # the 5th evaluation was refused; a whole band evaluates it ~20+ times
+    assert len(m.field._forward_pre_hooks) == 0  # the render's hook is gone with the band
+    evals.clear()
+    h = m.field.register_forward_pre_hook(lambda *_: evals.append(1))
+    try:
+        render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=24 * 32, target_s=None)
+    finally:
+        h.remove()
+    assert len(evals) > 10  # what the band would have taken
+    core.stop()
+    with pytest.raises(RenderStopped, match="shutting down"):  # the core's stop cancels as well
+        render_in_chunks(core, f.T_WC, f.K, 24, 32)
+
+
+def test_rows_wider_than_a_band_are_rendered_in_pieces_of_columns(mapped, monkeypatch):
+    from neural_mapping.ros import render as render_mod
+
+    m, f = mapped
+    ref = m.render(f.T_WC, f.K, 24, 32)
+    monkeypatch.setattr(render_mod, "MAX_BAND_RAYS", 10)
+    core = OnlineMapper(m)
+    calls = []
+    real = m.render
+    m.render = lambda T, K, H, W: (calls.append((H, W, K[0, 2], K[1, 2])), real(T, K, H, W))[1]
+    try:
+        color, depth = render_in_chunks(core, f.T_WC, f.K, 24, 32, chunk_rays=10)
+    finally:
+        del m.render
+    assert all(H * W <= 10 for H, W, _, _ in calls) and len(calls) == 24 * 4
+    assert [W for _, W, _, _ in calls[:4]] == [10, 10, 10, 2]
+    assert [cx for _, _, cx, _ in calls[:4]] == pytest.approx([f.K[0, 2] - c for c in (0, 10, 20, 30)])
+    np.testing.assert_allclose(depth, ref.depth, atol=1e-5)
+    np.testing.assert_allclose(color, ref.color, atol=1e-5)

@@ -5,11 +5,13 @@ every query and the node's shutdown for that long. :func:`render_in_chunks` rend
 rows per :meth:`OnlineMapper.run` job (each band sized to take about :data:`BAND_TARGET_S` at
 the speed the previous one ran; the band's intrinsics are the image's with the principal point
 moved up by the band's first row), so a query handed to the trainer meanwhile waits for one
-band at most, and a cancelled or late render stops between two bands. No rclpy here.
+band at most. A cancelled or late render stops inside the band in flight, before the next
+evaluation of the field (:func:`stop_inside`), so shutdown does not wait for the band. No rclpy here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -29,11 +31,30 @@ class RenderStopped(RuntimeError):
     """The render was cancelled (shutdown) or ran past its deadline; the message says which."""
 
 
-def band_intrinsics(K: np.ndarray, first_row: int) -> np.ndarray:
-    """Intrinsics of the rows from ``first_row`` on of an image with intrinsics K."""
+def band_intrinsics(K: np.ndarray, first_row: int, first_col: int = 0) -> np.ndarray:
+    """Intrinsics of the part from row ``first_row``, column ``first_col`` on of an image with intrinsics K."""
     Kb = np.array(K, dtype=np.float64, copy=True)
     Kb[1, 2] -= first_row
+    Kb[0, 2] -= first_col
     return Kb
+
+
+@contextlib.contextmanager
+def stop_inside(field, check: Callable[[], None]):
+    """``check()`` called before every evaluation of ``field`` (a forward pre-hook) while inside.
+
+    A band is one ``Mapper.render``: a sphere trace evaluates the field once per step (96 steps at
+    the cpu preset) and volume rendering twice per chunk of rays, so a ``check`` that raises
+    :class:`RenderStopped` ends the band within one field evaluation instead of at its end (a
+    one-row band of a wide view took ~6 s at load 10-13 on 2 cores, the whole band being waited for
+    at shutdown). The hook is on the live map's field only during the band, on the trainer thread,
+    where nothing else evaluates that field meanwhile (steps and other jobs run between bands).
+    """
+    handle = field.register_forward_pre_hook(lambda _module, _args: check())
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def render_in_chunks(core, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, chunk_rays: int = FIRST_BAND_RAYS,
@@ -43,26 +64,42 @@ def render_in_chunks(core, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, c
 
     The first band has about ``chunk_rays`` rays; with ``target_s`` each later band is sized so it
     takes about ``target_s`` seconds at the speed the previous one ran, between the first band's
-    rows and :data:`MAX_BAND_RAYS` (None: all ``chunk_rays``).
-    Raises :class:`RenderStopped` when ``cancelled()`` turns true or ``time.monotonic()`` passes
-    ``deadline`` before a band starts.
+    rows and :data:`MAX_BAND_RAYS` (None: all ``chunk_rays``). A row wider than
+    :data:`MAX_BAND_RAYS` is rendered in pieces of at most that many columns, one job each.
+    Raises :class:`RenderStopped` when ``cancelled()`` turns true, the core stops or
+    ``time.monotonic()`` passes ``deadline``: checked before each band and, inside a band, before
+    each evaluation of the field (:func:`stop_inside`).
     """
     rows = min_rows = max(1, int(chunk_rays) // max(int(W), 1))
+    cols = min(int(W), MAX_BAND_RAYS)
     color = np.zeros((H, W, 3), np.float32)
     depth = np.zeros((H, W), np.float32)
-    r0 = 0
-    while r0 < H:
-        if cancelled():
+    where = {"row": 0}
+
+    def check() -> None:
+        if cancelled() or getattr(core, "stopping", False):
             raise RenderStopped("render cancelled: the node is shutting down")
         if deadline is not None and time.monotonic() > deadline:
-            raise RenderStopped(f"render stopped after {r0} of {H} rows: past its time budget (render_timeout_s)")
+            raise RenderStopped(f"render stopped after {where['row']} of {H} rows: past its time budget "
+                                "(render_timeout_s)")
+
+    def band(m, Kb, h, w):
+        with stop_inside(m.field, check):
+            return m.render(T_WC, Kb, h, w)
+
+    r0 = 0
+    while r0 < H:
         h = min(rows, H - r0)
-        Kb = band_intrinsics(K, r0)
         t0 = time.perf_counter()
-        r = core.run(lambda m: m.render(T_WC, Kb, h, W))
+        for c0 in range(0, W, cols):
+            where["row"] = r0
+            check()
+            w = min(cols, W - c0)
+            Kb = band_intrinsics(K, r0, c0)
+            r = core.run(lambda m: band(m, Kb, h, w))
+            color[r0:r0 + h, c0:c0 + w] = r.color
+            depth[r0:r0 + h, c0:c0 + w] = r.depth
         dt = time.perf_counter() - t0
-        color[r0:r0 + h] = r.color
-        depth[r0:r0 + h] = r.depth
         r0 += h
         if target_s is not None:
             # never below the first band: a band's time is mostly fixed cost when the machine is busy
