@@ -243,6 +243,11 @@ def environment(s: Sizes) -> dict:
         pass
     if s.device == "cuda":
         env["card"] = torch.cuda.get_device_name(0)
+        # which path HashGridEncoding.forward takes on CUDA tensors (the fused one must be Triton's)
+        from neural_mapping.encodings import HashGridEncoding
+
+        enc = HashGridEncoding(4, 2, 12).cuda()
+        env["cuda_forward"] = type(enc(torch.zeros(8, 3, device="cuda", requires_grad=True)).grad_fn).__name__
     else:
         env["card"] = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
     return env
