@@ -290,10 +290,15 @@ def _check(x, table, spec):
     if table.dim() != 2 or table.shape[0] != spec.n_levels * spec.table_size:
         raise ValueError(f"hashgrid_triton: table has {tuple(table.shape)}, expected (L*T = "
                          f"{spec.n_levels * spec.table_size}, F)")
-    if table.numel() >= 2**31 or x.shape[0] * table.numel() // table.shape[0] * spec.n_levels * 3 >= 2**31:
+    if table.numel() >= 2**31 or x.shape[0] > _max_points(table.shape[1], spec):
         raise ValueError("hashgrid_triton: sizes beyond 32-bit offsets; split the batch")
     if x.device != table.device or spec.inv_cell.device != x.device:
         raise ValueError("hashgrid_triton: x, table and spec.inv_cell must be on one device")
+
+
+def _max_points(F: int, spec: TritonSpec) -> int:
+    """Most points per launch with 32-bit offsets into the (N, L*F, 3) jacobian."""
+    return (2**31 - 1) // (spec.n_levels * F * 3)
 
 
 def _fp(F: int) -> int:
@@ -432,6 +437,9 @@ def hashgrid_encode(x: torch.Tensor, table: torch.Tensor, spec) -> torch.Tensor:
     spec = _spec_for(spec, x.device)
     x = x.float().contiguous()
     table = table.contiguous()
+    n = _max_points(table.shape[1], spec)
+    if x.shape[0] > n:  # batches beyond 32-bit offsets: in pieces (autograd joins them)
+        return torch.cat([hashgrid_encode(x[i:i + n], table, spec) for i in range(0, x.shape[0], n)])
     _check(x, table, spec)
     return _HashGridFn.apply(x, table, spec)
 
@@ -448,7 +456,7 @@ def encode(enc, x: torch.Tensor) -> torch.Tensor:
     """HashGridEncoding.forward through the Triton kernels (honours hashgrid_ext.no_table_grad)."""
     spec = TritonSpec.of(enc)
     if _frozen():
-        if x.requires_grad and x.dim() == 2 and x.shape[1] == 3:
+        if x.requires_grad and x.dim() == 2 and x.shape[1] == 3 and x.shape[0] <= _max_points(enc.n_features, spec):
             xc = x.float().contiguous()
             table = enc.table.detach().contiguous()
             _check(xc, table, spec)
@@ -463,6 +471,10 @@ def forward_jac(x: torch.Tensor, table: torch.Tensor, spec) -> tuple[torch.Tenso
     with torch.no_grad():
         x = x.detach().float().contiguous()
         table = table.detach().contiguous()
+        n = _max_points(table.shape[1], spec)
+        if x.shape[0] > n:
+            parts = [forward_jac(x[i:i + n], table, spec) for i in range(0, x.shape[0], n)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         _check(x, table, spec)
         return forward(x, table, spec, want_jac=True)
 

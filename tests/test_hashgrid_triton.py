@@ -240,3 +240,19 @@ def test_kernels_compile_for_the_gpu_without_one(capability):
 
     sizes = json.loads(r.stdout.strip().splitlines()[-1])
     assert len(sizes) == 7 and all(v > 1000 for v in sizes.values())
+
+
+@requires_triton
+@pytest.mark.parametrize("device", DEVICES)
+def test_batches_beyond_32_bit_offsets_are_split(device, monkeypatch):
+    """A batch over the per-launch limit goes in pieces, same values and gradients (limit lowered here)."""
+    enc = make(CONFIGS[1], device)
+    x = points(300, device, seed=9).requires_grad_()
+    ref = fused(enc, x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    monkeypatch.setattr(ht, "_max_points", lambda F, spec: 128)
+    out = fused(enc, x)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(out, ref) and torch.equal(g, g_ref)
+    feat, jac = ht.encode_with_jacobian(enc, x)
+    assert feat.shape == (300, enc.out_dim) and jac.shape == (300, enc.out_dim, 3)
