@@ -128,6 +128,7 @@ def test_viewer_page_mesh_and_render_through_the_browser_camera(tiny_map, browse
             viewer.panels.layer[name].value = False
             viewer._set_layer(name, False)
         viewer.panels.look_rows.value = 60
+        viewer.panels.look_quality.value = "full"  # compared below with `neural-mapping render` pixel for pixel
         browser.get(f"http://127.0.0.1:{viewer.port}")
         assert browser.title == "Viser"
         client = wait_for(lambda: next(iter(viewer.server.get_clients().values()), None), 20, "the websocket client")

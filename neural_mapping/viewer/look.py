@@ -32,6 +32,9 @@ import numpy as np
 from neural_mapping.camera import intrinsics, make_T
 
 MODES = ("color", "depth", "normals")
+#: "preview": :func:`neural_mapping.preview_render.preview` (sphere tracing near observed surfaces,
+#: fast); "full": :meth:`Mapper.render`, exactly what ``neural-mapping render`` writes
+QUALITIES = ("preview", "full")
 #: pixels of one render job: the trainer steps between two bands (about 0.1-0.3 s each on 2 cores)
 BAND_PIXELS = 16384
 
@@ -79,9 +82,11 @@ class LookRequest:
     aspect: float  # width / height
     height: int  # rows of the render
     mode: str  # one of MODES
+    quality: str = "preview"  # one of QUALITIES
 
     def key(self) -> tuple:
-        return (np.round(self.T_WC, 5).tobytes(), round(self.fov_rad, 5), round(self.aspect, 4), self.height, self.mode)
+        return (np.round(self.T_WC, 5).tobytes(), round(self.fov_rad, 5), round(self.aspect, 4), self.height, self.mode,
+                self.quality)
 
 
 def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
@@ -91,21 +96,33 @@ def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
     ``fn(mapper)`` directly). A band is ``Mapper.render`` with the principal point moved up by its
     first row, so its rays are those of the whole image's rows. Colour as rendered; depth as a grey
     ramp (near bright) over the hit range; normals are the field's gradient at the hit points, world
-    frame, shown as (n + 1) / 2 (sdf: the gradient; nerf: minus the density gradient)."""
+    frame, shown as (n + 1) / 2 (sdf: the gradient; nerf: minus the density gradient). ``req.quality``:
+    "full" renders with ``Mapper.render`` (what ``neural-mapping render`` writes), "preview" with
+    :func:`neural_mapping.preview_render.preview` (candidate cells computed once, in the first band)."""
     if req.mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {req.mode!r}")
+    if req.quality not in QUALITIES:
+        raise ValueError(f"quality must be one of {QUALITIES}, got {req.quality!r}")
     t0 = time.perf_counter()
     W, H = render_size(req.height, req.aspect)
     K = camera_K(req.fov_rad, W, H)
     color = np.zeros((H, W, 3), np.float32)
     depth = np.zeros((H, W), np.float32)
     rows = max(1, BAND_PIXELS // W)
+    cache: dict = {}
     for r0 in range(0, H, rows):
         h = min(rows, H - r0)
         Kb = K.copy()
         Kb[1, 2] -= r0
 
         def band(m, Kb=Kb, h=h):
+            if req.quality == "preview":
+                from neural_mapping.preview_render import candidates, preview
+
+                if "cand" not in cache:  # once per image: every band sees the same map state's cells
+                    cache["cand"] = candidates(m)
+                p = preview(m, req.T_WC, Kb, h, W, cand=cache["cand"])
+                return p.color, p.depth, (0.5 * (p.normals + 1.0) * p.hit[..., None] if req.mode == "normals" else None)
             r = m.render(req.T_WC, Kb, h, W)
             return r.color, r.depth, (normals_image(m, req.T_WC, Kb, r.depth) if req.mode == "normals" else None)
 
@@ -115,7 +132,7 @@ def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
     img = depth_image(depth) if req.mode == "depth" else color
     out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return out, {"seconds": time.perf_counter() - t0, "hit": float((depth > 0).mean()), "W": W, "H": H,
-                 "bands": -(-H // rows)}
+                 "bands": -(-H // rows), "quality": req.quality}
 
 
 def depth_image(depth: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from typing import Callable
 
 import numpy as np
 
-from neural_mapping.viewer.look import MODES
+from neural_mapping.viewer.look import MODES, QUALITIES
 
 
 @dataclass
@@ -60,7 +60,10 @@ class Panels:
         with gui.add_folder("Look through the field"):
             self.look_on = gui.add_checkbox("Render from this view", True)
             self.look_mode = gui.add_dropdown("Mode", MODES, initial_value="color")
-            self.look_rows = gui.add_slider("Resolution (rows)", min=60, max=480, step=20, initial_value=120)
+            self.look_quality = gui.add_dropdown("Quality", QUALITIES, initial_value="preview",
+                                                 hint="preview: sphere tracing near observed surfaces (fast); "
+                                                      "full: the reference render (neural-mapping render)")
+            self.look_rows = gui.add_slider("Resolution (rows)", min=60, max=480, step=20, initial_value=240)
             self.look_image = gui.add_image(np.zeros((24, 32, 3), np.uint8), label="view", format="jpeg")
             self.look_md = gui.add_markdown("move the camera, then hold still")
         with gui.add_folder("Layers"):
@@ -68,7 +71,7 @@ class Panels:
             lo, hi = z_range
             self.sdf_z = gui.add_slider("SDF slice height (m)", min=float(lo), max=float(hi), step=0.05,
                                         initial_value=float(np.clip(sdf_z, lo, hi)))
-        for h in (self.look_on, self.look_mode, self.look_rows):
+        for h in (self.look_on, self.look_mode, self.look_quality, self.look_rows):
             h.on_update(lambda _e: self.on_look_change())
         self.sdf_z.on_update(lambda _e: self.on_sdf_height(float(self.sdf_z.value)))
         for name, h in self.layer.items():
@@ -102,5 +105,5 @@ class Panels:
 
     def show_look(self, img: np.ndarray, info: dict) -> None:
         self.look_image.image = img
-        self.look_md.content = (f"{info['W']}x{info['H']} in {info['seconds'] * 1000:.0f} ms, "
+        self.look_md.content = (f"{info['W']}x{info['H']} {info.get('quality', '')} in {info['seconds'] * 1000:.0f} ms, "
                                 f"surface in {info['hit'] * 100:.0f}% of pixels")

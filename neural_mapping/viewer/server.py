@@ -107,7 +107,7 @@ class Viewer:
     def _request(self, cam) -> LookRequest:
         p = self.panels
         return LookRequest(camera_T_WC(cam.wxyz, cam.position), float(cam.fov), float(cam.aspect),
-                           int(p.look_rows.value), str(p.look_mode.value))
+                           int(p.look_rows.value), str(p.look_mode.value), str(p.look_quality.value))
 
     def _look_settings_changed(self) -> None:
         self.look.enabled = bool(self.panels.look_on.value)
