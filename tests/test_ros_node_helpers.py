@@ -83,13 +83,24 @@ def test_in_exiting_thread_returns_raises_and_leaves_no_thread():
     assert not any(t.name == "neural_mapper_init" for t in threading.enumerate())
 
 
-def test_achieved_rate_counts_served_ticks_in_the_window_since_products_could_run():
+def test_achieved_rate_is_the_rate_of_the_ticks_served_in_the_window_since_products_could_run():
     from neural_mapping.ros.publishing import ACHIEVED_WINDOW_S, Product
 
     p = Product("mesh", "mesh_rate_hz", lambda: None)
     assert p.achieved_hz(100.0, 0.0) == 0.0
     p.served.extend([10.0, 20.0, 30.0, 40.0])
-    assert p.achieved_hz(50.0, 0.0) == 4 / 50.0  # since eligible (50 s < window)
+    assert p.achieved_hz(45.0, 0.0) == pytest.approx(0.1)  # every 10 s
     assert p.achieved_hz(50.0, 49.5) == 0.0  # under a second of history: no figure yet
+    assert p.achieved_hz(45.0, 25.0) == pytest.approx(0.1)  # since eligible: 30 and 40
+    assert p.achieved_hz(90.0, 0.0) == pytest.approx(4 / 80)  # none served for 50 s: it falls
     now = 40.0 + ACHIEVED_WINDOW_S - 15.0  # 10 and 20 fell out of the window, 30 and 40 remain
-    assert p.achieved_hz(now, 0.0) == 2 / ACHIEVED_WINDOW_S
+    assert p.achieved_hz(now, 0.0) == pytest.approx(2 / (now - 30.0))
+    # served on every tick of a 50 s period (0.02 Hz): 0.02 whatever the window's phase (a count of the
+    # ticks in 120 s read 2 or 3 of them: 0.017 or 0.025 Hz)
+    q = Product("render", "render_rate_hz", lambda: None)
+    q.served.extend(5.0 + 50.0 * k + (0.7 if k % 2 else 0.0) for k in range(12))  # late by 0.7 s on odd ticks
+    for now in (560.0, 575.0, 590.0, 605.0):
+        assert q.achieved_hz(now, 0.0) == pytest.approx(0.02, rel=0.03)
+    assert q.achieved_hz(5.0 + 50.0 * 11 + 200.0, 0.0) == 0.0  # none for 200 s
+
+
