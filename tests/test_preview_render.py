@@ -163,3 +163,22 @@ def test_preview_depth_agrees_with_the_full_render_on_a_trained_map(small_map):
         c = np.abs(full.color - p.color).max(-1)[both]
         assert np.median(c) < 0.05  # colour from the same head at (nearly) the same point
         assert p.stats["samples"] < 0.5 * H * W * m.cfg.render.render_samples
+
+
+def test_the_viewer_panel_renders_the_preview_in_bands(monkeypatch):
+    import neural_mapping.viewer.look as look
+    from neural_mapping.viewer.look import LookRequest, camera_K, depth_image, render_look
+
+    m = analytic_map()
+    T = look_at_T_WC(np.array([1.4, -1.8, 1.2]), CENTER)
+    monkeypatch.setattr(look, "BAND_PIXELS", 1000)
+    req = LookRequest(T, math.radians(60), 4 / 3, 36, "depth")  # 48 x 36, the default quality: the preview
+    jobs = []
+    img, info = render_look(lambda fn: jobs.append(1) or fn(m), req)
+    assert req.quality == "preview" and info["bands"] == len(jobs) == 2
+    p = preview(m, T, camera_K(req.fov_rad, 48, 36), 36, 48)
+    assert p.hit.mean() > 0.3
+    assert np.abs(img.astype(int) - (depth_image(p.depth) * 255 + 0.5).astype(np.uint8)).max() <= 1
+    img, _ = render_look(lambda fn: fn(m), LookRequest(T, math.radians(60), 4 / 3, 36, "normals"))
+    np.testing.assert_array_equal(img[~p.hit], 0)
+    assert np.abs(img[p.hit] / 255.0 - 0.5 * (p.normals[p.hit] + 1)).max() < 0.01

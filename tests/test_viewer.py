@@ -177,15 +177,6 @@ def test_a_render_in_bands_equals_one_render(monkeypatch):
     assert info["bands"] == len(jobs) == 4
     r = m.render(T, camera_K(req.fov_rad, 36, 24), 24, 36)
     np.testing.assert_array_equal(img, (np.clip(r.color, 0, 1) * 255 + 0.5).astype(np.uint8))
-    # the preview (the panel's default) in bands is the preview of the whole image
-    from neural_mapping.preview_render import preview
-
-    m.step(40)  # a surface to find
-    req = LookRequest(T, math.radians(60), 1.5, 24, "depth", "preview")
-    img, info = render_look(lambda fn: fn(m), req)
-    p = preview(m, T, camera_K(req.fov_rad, 36, 24), 24, 36)
-    assert info["bands"] == 4 and p.hit.any()
-    assert np.abs(img.astype(int) - (depth_image(p.depth) * 255 + 0.5).astype(np.uint8)).max() <= 1
     with pytest.raises(ValueError):
         render_look(lambda fn: fn(m), LookRequest(T, 1.0, 1.5, 24, "color", "best"))
     d = depth_image(np.array([[0.0, 1.0], [2.0, 3.0]], np.float32))
