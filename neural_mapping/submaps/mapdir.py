@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from neural_mapping.config import from_dict, to_dict
+from neural_mapping.config import apply_overrides, from_dict, to_dict
 from neural_mapping.mapfile import MapFileError
 from neural_mapping.mapper import MapperStats
 from neural_mapping.submaps.cache import SUFFIX, atomic_write, file_name, mapper_from_state
@@ -103,9 +103,10 @@ def read_manifest(path) -> dict:
     return m
 
 
-def load_map_dir(path, device=None):
+def load_map_dir(path, device=None, max_resident_mb: float | None = None):
     """The :class:`~neural_mapping.submaps.collection.SubmapMap` saved in directory ``path`` (frozen
-    submaps; resident within ``submaps.max_resident_mb``, the others read back when needed)."""
+    submaps; resident within ``submaps.max_resident_mb`` (or ``max_resident_mb``), the others read
+    back when needed)."""
     from neural_mapping.submaps.collection import SubmapMap
 
     path = Path(path)
@@ -114,6 +115,8 @@ def load_map_dir(path, device=None):
         cfg = from_dict(m["config"])
     except (KeyError, ValueError, TypeError) as e:
         raise MapFileError(f"{path}: manifest config does not match this version of neural_mapping: {e}") from None
+    if max_resident_mb is not None:
+        cfg = apply_overrides(cfg, {"submaps.max_resident_mb": float(max_resident_mb)})
     if device is None and cfg.device == "cuda" and not torch.cuda.is_available():
         log.warning("%s: saved for cuda, which is not available here; loading on cpu", path)
         device = "cpu"
