@@ -112,12 +112,21 @@ def evaluate_frame(mapper: Mapper, index: int, frame: Frame) -> HeldOutResult:
     return HeldOutResult(index, depth_l1(r.depth, gt_d), p, float(hit[valid].mean()) if valid.any() else float("nan"), s)
 
 
+def new_map(cfg: MapperConfig):
+    """A new map for ``cfg``: a :class:`~neural_mapping.submaps.SubmapMap` when ``submaps.enabled``, else a Mapper."""
+    if cfg.submaps.enabled:
+        from neural_mapping.submaps import SubmapMap
+
+        return SubmapMap(cfg)
+    return Mapper(cfg)
+
+
 def run_mapping(frames: Iterable[Frame], cfg: MapperConfig, opts: RunOptions, total: int | None = None,
                 mapper: Mapper | None = None) -> RunResult:
     """Train a mapper on ``frames`` (any iterable of Frame in time order); see the module doc."""
     from tqdm import tqdm
 
-    mapper = mapper or Mapper(cfg)
+    mapper = mapper or new_map(cfg)
     m = RunMetrics(device=str(mapper.device), field_kind=cfg.field.kind)
     held: list[tuple[int, Frame]] = []
     if opts.max_frames is not None and total is not None:
@@ -198,14 +207,20 @@ def log_config(cfg: MapperConfig, print_fn=print) -> None:
 
 
 def write_outputs(result: RunResult, out_dir: str | Path, cfg: MapperConfig, mesh: bool = True) -> dict[str, Path]:
-    """DIR/map.pt, DIR/mesh.ply, DIR/config.yaml, DIR/metrics.json; returns their paths."""
+    """DIR/map.pt (a submapped map: the directory DIR/map), DIR/mesh.ply, DIR/config.yaml,
+    DIR/metrics.json; returns their paths."""
     from neural_mapping.mapfile import save_map
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"map": out / "map.pt", "config": out / "config.yaml", "metrics": out / "metrics.json"}
     save_yaml(cfg, paths["config"])
-    save_map(result.mapper, paths["map"])
+    if isinstance(result.mapper, Mapper):
+        save_map(result.mapper, paths["map"])
+    else:  # submaps (docs/submaps.md)
+        from neural_mapping.submaps import save_map_dir
+
+        paths["map"] = save_map_dir(result.mapper, out / "map")
     if mesh:
         from neural_mapping.io.outputs import write_mesh_verified
         from neural_mapping.products import MeshExtractor

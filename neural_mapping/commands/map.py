@@ -1,6 +1,7 @@
 """`neural-mapping map INPUT --out DIR`: train a neural map offline from a dataset folder or bag.
 
-Writes DIR/map.pt, DIR/mesh.ply, DIR/config.yaml (resolved) and DIR/metrics.json.
+Writes DIR/map.pt (with --submaps: the map directory DIR/map, docs/submaps.md), DIR/mesh.ply,
+DIR/config.yaml (resolved) and DIR/metrics.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def add_arguments(p) -> None:
     p.add_argument("--config", default=None, metavar="YAML", help="configuration file applied on top of the preset")
     p.add_argument("--field", choices=("sdf", "nerf"), default=None, help="field kind (overrides the config)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="compute device (overrides)")
+    p.add_argument("--submaps", action="store_true",
+                   help="split the map into submaps (submaps.enabled; docs/submaps.md): bounded memory on large "
+                        "sites; the map is written as the directory DIR/map")
     p.add_argument("--realtime", action="store_true",
                    help="feed frames at their recorded pace (or --rate) and train in between, like the live node")
     p.add_argument("--rate", type=float, default=None, metavar="HZ", help="with --realtime: frames per second")
@@ -50,6 +54,8 @@ def resolve_config(args):
         over["field.kind"] = args.field
     if args.device:
         over["device"] = args.device
+    if getattr(args, "submaps", False):
+        over["submaps.enabled"] = True
     if over:
         cfg = apply_overrides(cfg, over)
     if cfg.device == "cuda" and not torch.cuda.is_available():

@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 
 from neural_mapping.errors import InputError
-from neural_mapping.io.cli_args import add_memory_argument, check_memory
+from neural_mapping.io.cli_args import MAP_HELP, add_memory_argument, check_memory, load_map_arg
 from neural_mapping.io.outputs import require_writable_dir, write_mesh_verified
 
 
 def add_arguments(p) -> None:
-    p.add_argument("map", help="map file written by `neural-mapping map` (map.pt)")
+    p.add_argument("map", help=MAP_HELP)
     p.add_argument("--voxel", type=float, default=None, metavar="M",
                    help="marching-cubes voxel size in metres (default: the map's mesh.voxel_m)")
     p.add_argument("--out", required=True, help="output mesh, .ply or .obj")
@@ -24,7 +24,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from neural_mapping.mapfile import load_map
     from neural_mapping.products import MeshExtractor
 
     if not str(args.out).lower().endswith((".ply", ".obj")):
@@ -32,7 +31,7 @@ def run(args) -> int:
     if args.voxel is not None and not args.voxel > 0:
         raise InputError(f"--voxel must be positive, got {args.voxel}")
     require_writable_dir(Path(args.out).resolve().parent, "directory of --out")
-    mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
+    mapper = load_map_arg(args.map, args.device)
     check_memory(mapper, "mesh", args.voxel or mapper.cfg.mesh.voxel_m, args)
     t0 = time.perf_counter()
     ex = MeshExtractor(mapper, voxel_m=args.voxel, min_component_triangles=args.min_component,

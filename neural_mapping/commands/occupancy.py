@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from neural_mapping.errors import InputError
-from neural_mapping.io.cli_args import add_memory_argument, check_memory
+from neural_mapping.io.cli_args import MAP_HELP, add_memory_argument, check_memory, load_map_arg
 from neural_mapping.io.outputs import require_writable_dir
 
 
 def add_arguments(p) -> None:
-    p.add_argument("map", help="map file written by `neural-mapping map` (map.pt)")
+    p.add_argument("map", help=MAP_HELP)
     p.add_argument("--z-min", type=float, default=None, help="bottom of the height band (m, default occupancy.z_min)")
     p.add_argument("--z-max", type=float, default=None, help="top of the height band (m, default occupancy.z_max)")
     p.add_argument("--resolution", type=float, default=None,
@@ -21,7 +21,6 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from neural_mapping.mapfile import load_map
     from neural_mapping.products import occupancy_slice_2d, write_occupancy_map
 
     out = str(args.out)
@@ -29,7 +28,7 @@ def run(args) -> int:
         if out.endswith(ext):
             out = out[: -len(ext)]
     require_writable_dir(Path(out).resolve().parent, "directory of --out")
-    mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
+    mapper = load_map_arg(args.map, args.device)
     oc = mapper.cfg.occupancy
     z_min = oc.z_min if args.z_min is None else args.z_min
     z_max = oc.z_max if args.z_max is None else args.z_max

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.cli_args import MAP_HELP, load_map_arg
 from neural_mapping.io.outputs import atomic_output, require_writable_dir
 
 
 def add_arguments(p) -> None:
-    p.add_argument("map", help="map file written by `neural-mapping map` (map.pt)")
+    p.add_argument("map", help=MAP_HELP)
     p.add_argument("--points", required=True, help="float32 (N, 3) .npy of points in the map frame")
     p.add_argument("--out", required=True, help="output .npz with sdf (N,), gradient (N, 3), occupancy (N,)")
     p.add_argument("--color", action="store_true", help="also store color (N, 3)")
@@ -41,7 +42,6 @@ def load_points(path: str) -> np.ndarray:
 
 
 def run(args) -> int:
-    from neural_mapping.mapfile import load_map
     from neural_mapping.products import query_field
 
     pts = load_points(args.points)
@@ -50,7 +50,7 @@ def run(args) -> int:
     if args.chunk < 1:
         raise InputError(f"--chunk must be positive, got {args.chunk}")
     require_writable_dir(Path(args.out).resolve().parent, "directory of --out")
-    mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
+    mapper = load_map_arg(args.map, args.device)
     t0 = time.perf_counter()
     r = query_field(mapper, pts, want_gradient=True, want_color=args.color, chunk=args.chunk)
     dt = time.perf_counter() - t0

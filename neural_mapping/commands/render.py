@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from neural_mapping.errors import InputError
+from neural_mapping.io.cli_args import MAP_HELP, load_map_arg
 from neural_mapping.io.outputs import atomic_output, require_writable_dir
 
 
 def add_arguments(p) -> None:
-    p.add_argument("map", help="map file written by `neural-mapping map` (map.pt)")
+    p.add_argument("map", help=MAP_HELP)
     p.add_argument("--pose", required=True, metavar="POSE.txt", help="4x4 camera-to-world matrix, OpenCV axes")
     p.add_argument("--intrinsics", required=True, type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"))
     p.add_argument("--size", required=True, type=int, nargs=2, metavar=("W", "H"))
@@ -61,7 +62,6 @@ def run(args) -> int:
     from PIL import Image
 
     from neural_mapping.camera import intrinsics
-    from neural_mapping.mapfile import load_map
 
     W, H = args.size
     if W < 1 or H < 1 or W * H > 16_000_000:
@@ -71,7 +71,7 @@ def run(args) -> int:
         raise InputError(f"--intrinsics: focal lengths must be positive and all values finite, got {args.intrinsics}")
     T_WC = read_pose(args.pose)
     out = require_writable_dir(args.out, "output directory (--out)", create=True)
-    mapper = load_map(args.map, device=None if args.device in (None, "auto") else args.device)
+    mapper = load_map_arg(args.map, args.device)
     r = mapper.render(T_WC, intrinsics(fx, fy, cx, cy), H, W)
     save_render(r, out)
     hit = r.depth > 0

@@ -38,6 +38,17 @@ def source_kwargs(args: argparse.Namespace) -> dict:
     return {"fmt": fmt, **kw}
 
 
+#: help of the MAP argument of the commands that read a map
+MAP_HELP = "map file written by `neural-mapping map` (map.pt), or a submapped map's directory (map/)"
+
+
+def load_map_arg(path: str, device: str | None):
+    """The map a command was given: a map file (Mapper) or a submap directory (SubmapMap, docs/submaps.md)."""
+    from neural_mapping.submaps.mapdir import load_any
+
+    return load_any(path, device=None if device in (None, "auto") else device)
+
+
 def add_memory_argument(p) -> None:
     """The ``--max-memory-gb`` option of the commands that compute a product."""
     p.add_argument("--max-memory-gb", type=float, default=None, metavar="GB",
