@@ -34,6 +34,8 @@ from neural_mapping.online import WarnThrottle
 from neural_mapping.region import RegionGuard
 
 log = logging.getLogger(__name__)
+#: distinct reasons counted apart in ``MapperStats.reject_reasons`` (the rest under "other reasons")
+MAX_REJECT_REASONS = 32
 
 STATE_VERSION = 1
 #: frames with fewer usable depth pixels than this are rejected
@@ -221,7 +223,9 @@ class Mapper:
 
     def _reject(self, reason: str) -> bool:
         self._stats.frames_rejected += 1
-        self._stats.reject_reasons[reason] = self._stats.reject_reasons.get(reason, 0) + 1
+        reasons = self._stats.reject_reasons  # reasons carry figures: at most MAX_REJECT_REASONS kept apart
+        key = reason if reason in reasons or len(reasons) < MAX_REJECT_REASONS - 1 else "other reasons"
+        reasons[key] = reasons.get(key, 0) + 1
         self.reject_warn("frames_rejected", f"frame rejected: {reason}")
         return False
 

@@ -332,3 +332,18 @@ def test_rejected_frames_are_each_counted_and_warned_once_per_interval(caplog):
     assert "not a Frame: str" in warnings[0].getMessage() and "throttled" in warnings[0].getMessage()
     assert m.stats.frames_rejected == 120
     assert m.stats.reject_reasons == {"not a Frame: str": 120}
+
+
+def test_reject_reasons_keep_at_most_max_reject_reasons_keys_and_count_every_frame():
+    """Reasons carry figures ("only 12 depth pixels ..."): a stream of distinct ones must not grow the
+    stats without bound; the first MAX_REJECT_REASONS - 1 are kept apart, the rest counted together."""
+    from neural_mapping.mapper import MAX_REJECT_REASONS
+
+    m = Mapper(apply_overrides(MapperConfig(), SMALL))
+    for i in range(500):
+        m._reject(f"only {i} depth pixels")
+    m._reject("only 3 depth pixels")  # a reason kept apart is still counted under its own name
+    r = m.stats.reject_reasons
+    assert len(r) == MAX_REJECT_REASONS
+    assert r["other reasons"] == 500 - (MAX_REJECT_REASONS - 1) and r["only 3 depth pixels"] == 2
+    assert sum(r.values()) == m.stats.frames_rejected == 501
