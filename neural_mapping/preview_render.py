@@ -112,33 +112,36 @@ def _ray_cells(cand: Candidates, o: torch.Tensor, du: torch.Tensor, t_in: torch.
 
 def _sdf_trace(field, o, du, t_in, t_out, ds, nxt, max_steps, eps, step_scale, min_step):
     """Sphere tracing with cell skipping (module doc, 3): -> t (R,), hit (R,) bool, field samples.
-    The state of the active rays is kept compacted (every step costs what its active rays do)."""
+    The state of the active rays is one compacted (n, 11) tensor (origin, direction, t, t_in, t_out,
+    previous t and sdf): a step costs what its active rays do, and one gather drops the finished ones."""
     R, S = nxt.shape
     t_all = t_in + (nxt[:, 0].to(t_in.dtype) - 1).clamp_min(0) * ds
     hit_all = torch.zeros(R, dtype=torch.bool, device=o.device)
     rid = ((nxt[:, 0] < S) & (t_all < t_out)).nonzero().squeeze(1)
-    o, du, t, ti, to = o[rid], du[rid], t_all[rid], t_in[rid], t_out[rid]
-    prev_t, prev_s = t.clone(), torch.zeros_like(t)
-    started = torch.zeros_like(t, dtype=torch.bool)
+    st = torch.cat([o, du, t_all[:, None], t_in[:, None], t_out[:, None], t_all[:, None],
+                    torch.full_like(t_all[:, None], float("nan"))], 1)[rid]
+    nxt_flat = nxt.reshape(-1)
     samples = 0
     for _ in range(max_steps):
         if len(rid) == 0:
             break
+        o_, du_, t, ti, to, prev_t, prev_s = st[:, :3], st[:, 3:6], st[:, 6], st[:, 7], st[:, 8], st[:, 9], st[:, 10]
         # skip to the next candidate cell (one sample early: the cell's border lies before its sample)
-        si = ((t - ti) / ds).floor().long().clamp_(0, S - 1)
-        nx = nxt[rid, si].long()
+        si = ((t - ti) * (1.0 / ds)).long().clamp_(0, S - 1)
+        nx = nxt_flat[rid * S + si]
         t = torch.maximum(t, ti + (nx - 1).clamp_min(0).to(t.dtype) * ds)
-        s = fastquery.value(field, o + t[:, None] * du).to(t.dtype)
+        s = fastquery.value(field, torch.addcmul(o_, t[:, None], du_)).to(t.dtype)
         samples += len(rid)
-        crossed = (s < 0) & started & (prev_s > 0)
+        started = prev_s == prev_s  # not NaN
+        crossed = (s < 0) & (prev_s > 0)
         conv = ((s.abs() < eps) | crossed | ((s < 0) & ~started)) & (nx < S)  # inside at the start: hit there
         t = torch.where(crossed, prev_t + (t - prev_t) * prev_s / torch.where(crossed, prev_s - s, 1.0), t)  # secant
         t_all[rid] = t
         hit_all[rid[conv]] = True
-        prev_t, prev_s, started = t, s, torch.ones_like(started)
-        t = t + torch.clamp(s, min=min_step) * step_scale
-        keep = ~conv & (nx < S) & (t < to)
-        rid, o, du, t, ti, to, prev_t, prev_s, started = (x[keep] for x in (rid, o, du, t, ti, to, prev_t, prev_s, started))
+        t_next = t + torch.clamp(s, min=min_step) * step_scale
+        keep = (~conv & (nx < S) & (t_next < to)).nonzero().squeeze(1)
+        st = torch.cat([o_, du_, t_next[:, None], ti[:, None], to[:, None], t[:, None], s[:, None]], 1)[keep]
+        rid = rid[keep]
     return t_all, hit_all & (t_all < t_out), samples
 
 

@@ -4,7 +4,11 @@
    (the browser camera moved every few seconds, so the look-through panel renders), runs alternated;
 2. a 500 k-triangle coloured mesh from ``MeshChunks.update`` until the browser has drawn it (a
    render requested from the browser returns only after it processed the messages sent before);
-3. the look-through render at 320x240 on the trained map (paused, and while training).
+3. the look-through render at 320x240 on the trained map (paused): the preview
+   (:mod:`neural_mapping.preview_render`, the panel's default) against the full render
+   (``Mapper.render``, what ``neural-mapping render`` writes), with their depth agreement.
+
+``--only render --map MAP`` measures 3. alone on a saved map; ``--only mesh`` 2. alone.
 """
 
 from __future__ import annotations
@@ -143,12 +147,37 @@ def mesh_to_browser(port: int, n_side: int = 500) -> dict:
             "changed_chunks": u2.sent, "changed_drawn_s": t_one}
 
 
-def render_times(mapper, core_running: bool, n: int = 3) -> list[float]:
-    from neural_mapping.viewer.look import LookRequest, render_look
+def render_compare(mapper, n: int = 3, rows: int = 240) -> dict:
+    """Seconds (wall, and CPU time of this process: on a loaded machine the CPU time is the steadier
+    figure) of the preview and of the full render of 320x240 images from ``n`` keyframe poses, and
+    the preview's depth against the full one on pixels both hit."""
+    from neural_mapping.preview_render import candidates, preview
+    from neural_mapping.viewer.look import camera_K, render_size
 
-    f = mapper.keyframes.keyframes[len(mapper.keyframes.keyframes) // 2]
-    req = LookRequest(f.T_WC_np, np.radians(60.0), 4 / 3, 240, "color")
-    return [render_look(lambda fn: fn(mapper), req)[1]["seconds"] for _ in range(n)]
+    kfs = mapper.keyframes.keyframes
+    poses = [kfs[(i + 1) * len(kfs) // (n + 1)].T_WC_np for i in range(n)]
+    W, H = render_size(rows, 4 / 3)
+    K = camera_K(np.radians(60.0), W, H)
+    out = {"size": [W, H], "threads": __import__("torch").get_num_threads(), "preview_s": [], "full_s": [],
+           "preview_cpu_s": [], "full_cpu_s": [], "median_abs_depth_diff_m": [], "p90_abs_depth_diff_m": [],
+           "hit_full": [], "hit_both": [], "preview_samples": []}
+    for T in poses:
+        t0, c0 = time.perf_counter(), time.process_time()
+        p = preview(mapper, T, K, H, W, cand=candidates(mapper))
+        out["preview_s"].append(round(time.perf_counter() - t0, 3))
+        out["preview_cpu_s"].append(round(time.process_time() - c0, 3))
+        t0, c0 = time.perf_counter(), time.process_time()
+        r = mapper.render(T, K, H, W)
+        out["full_s"].append(round(time.perf_counter() - t0, 3))
+        out["full_cpu_s"].append(round(time.process_time() - c0, 3))
+        both = (r.depth > 0) & p.hit
+        d = np.abs(r.depth - p.depth)[both]
+        out["median_abs_depth_diff_m"].append(round(float(np.median(d)), 5) if len(d) else None)
+        out["p90_abs_depth_diff_m"].append(round(float(np.percentile(d, 90)), 5) if len(d) else None)
+        out["hit_full"].append(round(float((r.depth > 0).mean()), 4))
+        out["hit_both"].append(round(float(both.mean()), 4))
+        out["preview_samples"].append(int(p.stats["samples"]))
+    return out
 
 
 def main(argv=None) -> int:
@@ -161,7 +190,17 @@ def main(argv=None) -> int:
     ap.add_argument("--port", type=int, default=8123)
     ap.add_argument("--hidden-tab", action="store_true", help="the viewer's tab in the background (see training_run)")
     ap.add_argument("--skip-mesh", action="store_true", help="no mesh-to-browser measurement")
+    ap.add_argument("--only", choices=("training", "mesh", "render"), help="one measurement alone")
+    ap.add_argument("--map", help="--only render: a saved map with keyframes (else one is trained live)")
     a = ap.parse_args(argv)
+    if a.only == "render" and a.map:
+        from neural_mapping.mapfile import load_map
+
+        print(json.dumps({"load": os.getloadavg(), "render": render_compare(load_map(a.map))}), flush=True)
+        return 0
+    if a.only == "mesh":
+        print(json.dumps({"load": os.getloadavg(), "mesh": mesh_to_browser(a.port + 1)}), flush=True)
+        return 0
     seq = synthetic_sequence(n_frames=150, width=160, height=120, seed=0)
     cfg = preset("cpu")
     res = {"load_before": os.getloadavg(), "runs": []}
@@ -178,7 +217,7 @@ def main(argv=None) -> int:
     if not a.skip_mesh:
         res["mesh"] = mesh_to_browser(a.port + 1)
         print(json.dumps(res["mesh"]), flush=True)
-    res["render_320x240_s"] = render_times(mapper, False)
+    res["render_320x240"] = render_compare(mapper)
     res["load_after"] = os.getloadavg()
     print(json.dumps({k: v for k, v in res.items() if k != "runs"}, default=float), flush=True)
     return 0
