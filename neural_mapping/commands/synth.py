@@ -1,4 +1,5 @@
-"""`neural-mapping synth`: render the synthetic room and write it in a dataset layout or as a bag."""
+"""`neural-mapping synth`: render a synthetic scene (the room, the mirror room, or the 40 x 20 m floor)
+and write it in a dataset layout or as a bag, with its ground-truth mesh."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ LAYOUTS = ("3dmatch", "replica", "tum", "bag")
 def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="output directory (new or empty; for bag: the bag directory)")
     p.add_argument("--format", choices=LAYOUTS, default="3dmatch", help="layout to write (default 3dmatch)")
-    p.add_argument("--frames", type=int, default=60, help="number of frames (default 60)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="number of frames (default 60; floor: 4000, a walk of ~310 m)")
     p.add_argument("--size", type=int, nargs=2, default=(160, 120), metavar=("W", "H"), help="image size (default 160 120)")
-    p.add_argument("--scene", choices=("room", "mirror"), default="room",
-                   help="room, or mirror: the room with a mirror and a glossy sphere, one-bounce reflections")
+    p.add_argument("--scene", choices=("room", "mirror", "floor"), default="room",
+                   help="room; mirror: the room with a mirror and a glossy sphere, one-bounce reflections; floor: "
+                        "a 40 x 20 m site, a corridor and ten furnished rooms, walked through "
+                        "(neural_mapping/io/floor_scene.py)")
     p.add_argument("--seed", type=int, default=0, help="random seed (trajectory phase, noise)")
     p.add_argument("--noise", type=float, default=0.0, metavar="STD", help="depth noise std (m)")
     p.add_argument("--dropout", type=float, default=0.0, metavar="P", help="probability a depth pixel is invalid")
@@ -46,20 +50,30 @@ def run(args) -> int:
 
     out = Path(args.out)
     w, h = args.size
+    scene = getattr(args, "scene", "room")
+    if args.frames is None:
+        from neural_mapping.io.floor_scene import DEFAULT_FRAMES
+
+        args.frames = DEFAULT_FRAMES if scene == "floor" else 60
     if args.frames < 1 or w < 8 or h < 8:
         raise InputError(f"--frames must be >= 1 and --size at least 8 8, got {args.frames} frames {w}x{h}")
     if not 0.0 <= args.dropout < 1.0 or args.noise < 0 or args.fps <= 0:
         raise InputError(f"--dropout must be in [0, 1), --noise >= 0, --fps > 0; got {args.dropout}, {args.noise}, {args.fps}")
     prepare_out(out, args.overwrite)
-    seq = synthetic_sequence(n_frames=args.frames, width=w, height=h, seed=args.seed, noise_std_m=args.noise,
-                             dropout=args.dropout, fps=args.fps, sensor=args.sensor,
-                             scene=getattr(args, "scene", "room"))
-    write_layout(seq.frames, out, args.format, storage=args.storage)
+    if scene == "floor":  # frames rendered one at a time as they are written
+        from neural_mapping.io.floor_scene import floor_sequence
+
+        seq = floor_sequence(n_frames=args.frames, width=w, height=h, seed=args.seed, noise_std_m=args.noise,
+                             dropout=args.dropout, fps=args.fps, sensor=args.sensor)
+    else:
+        seq = synthetic_sequence(n_frames=args.frames, width=w, height=h, seed=args.seed, noise_std_m=args.noise,
+                                 dropout=args.dropout, fps=args.fps, sensor=args.sensor, scene=scene)
+    n = write_layout(seq.frames, out, args.format, storage=args.storage)
     import open3d as o3d
 
     mesh_path = out / "gt_mesh.ply"
     o3d.io.write_triangle_mesh(str(mesh_path), seq.mesh)
-    print(f"wrote {len(seq.frames)} frames {w}x{h} ({args.format}{'/' + args.storage if args.format == 'bag' else ''}) "
+    print(f"wrote {n} frames {w}x{h} ({args.format}{'/' + args.storage if args.format == 'bag' else ''}) "
           f"to {out} and the ground-truth mesh {mesh_path}")
     return 0
 
