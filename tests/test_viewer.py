@@ -279,3 +279,63 @@ def test_view_command_on_a_map_file_serves_the_page(tmp_path):
     t.join()
     assert pages and b"<html" in pages[0].lower()
     assert main(["view", str(tmp_path / "missing.pt")]) == 2  # one clear line, exit code 2
+
+
+def read_glb(data: bytes) -> dict:
+    """The accessors of a GLB as numpy arrays by attribute name (a minimal reader: what mesh_glb writes)."""
+    import json
+    import struct
+
+    magic, version, total = struct.unpack_from("<III", data, 0)
+    assert magic == 0x46546C67 and version == 2 and total == len(data)
+    jlen, jtype = struct.unpack_from("<II", data, 12)
+    assert jtype == 0x4E4F534A
+    gltf = json.loads(data[20:20 + jlen])
+    blen, btype = struct.unpack_from("<II", data, 20 + jlen)
+    assert btype == 0x004E4942
+    binary = data[28 + jlen:28 + jlen + blen]
+    types = {5120: np.int8, 5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+    width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+
+    def accessor(i):
+        a = gltf["accessors"][i]
+        bv = gltf["bufferViews"][a["bufferView"]]
+        dt, k = np.dtype(types[a["componentType"]]), width[a["type"]]
+        stride = bv.get("byteStride", dt.itemsize * k)
+        assert stride % 4 == 0 or a["type"] == "SCALAR"  # vertex attributes 4-byte aligned
+        raw = np.frombuffer(binary, np.uint8, bv["byteLength"], bv["byteOffset"]).reshape(a["count"], -1)
+        x = raw[:, :dt.itemsize * k].copy().view(dt).reshape(a["count"], k)
+        if a.get("normalized"):
+            x = np.maximum(x / float(np.iinfo(dt).max), -1.0)
+        return x
+
+    prim = gltf["meshes"][0]["primitives"][0]
+    out = {name: accessor(i) for name, i in prim["attributes"].items()}
+    out["indices"] = accessor(prim["indices"]).reshape(-1, 3)
+    out["gltf"] = gltf
+    return out
+
+
+def test_glb_keeps_the_mesh_with_compact_types():
+    from neural_mapping.viewer.glb import mesh_glb
+    from neural_mapping.viewer.mesh_chunks import vertex_normals
+
+    v, f = grid_mesh(20, z=0.3)
+    v[:, 2] += 0.05 * np.sin(v[:, 0] * 5)
+    c = (np.random.default_rng(0).random((len(v), 3)) * 255).astype(np.uint8)
+    n = vertex_normals(v.astype(np.float32), f)
+    g = read_glb(mesh_glb(v, f, c, n))
+    np.testing.assert_array_equal(g["POSITION"], v.astype(np.float32))
+    np.testing.assert_array_equal(g["indices"], f)
+    np.testing.assert_array_equal(g["COLOR_0"][:, :3] * 255, c)
+    assert np.abs(g["NORMAL"] - n).max() <= 0.5 / 127 + 1e-6
+    gl = g["gltf"]
+    assert gl["materials"][0]["doubleSided"] and "KHR_mesh_quantization" in gl["extensionsRequired"]
+    assert gl["accessors"][3]["componentType"] == 5123  # < 65536 vertices: uint16 indices
+    assert len(mesh_glb(v, f, c, n)) < 34 * len(v) + 2 * 6 * len(f) + 2000
+    # 65536 vertices or more: uint32 indices
+    big_v = np.random.default_rng(1).random((70000, 3)).astype(np.float32)
+    big_f = np.array([[0, 1, 69999]])
+    g = read_glb(mesh_glb(big_v, big_f, np.zeros((70000, 3), np.uint8), np.tile([0, 0, 1.0], (70000, 1))))
+    np.testing.assert_array_equal(g["indices"], big_f)
+    assert g["gltf"]["accessors"][3]["componentType"] == 5125

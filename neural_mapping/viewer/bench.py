@@ -31,8 +31,35 @@ def _browser(port: int):
               "--disable-dev-shm-usage", "--window-size=1000,700"):
         o.add_argument(a)
     d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=o)
+    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": _DECODED_HOOK})
     d.get(f"http://127.0.0.1:{port}")
     return d
+
+
+#: viser's client receives the websocket in a Web Worker, which decodes each message (zstd +
+#: msgpack, binary buffers kept raw) and posts it to the page. This hook, installed before the
+#: page's scripts run, logs [Date.now(), bytes of the binary buffers] of every message the page gets
+#: from a worker: the time the page holds the decoded message (GLB parse, upload, draw come after).
+_DECODED_HOOK = """
+(() => {
+  window.__nm_msgs = [];
+  const size = (x, d) => {
+    if (!x || d > 8) return 0;
+    if (x instanceof ArrayBuffer || ArrayBuffer.isView(x)) return x.byteLength;
+    if (typeof x !== "object") return 0;
+    let s = 0;
+    for (const k in x) s += size(x[k], d + 1);
+    return s;
+  };
+  const W = window.Worker;
+  window.Worker = class extends W {
+    constructor(...a) {
+      super(...a);
+      this.addEventListener("message", (e) => window.__nm_msgs.push([Date.now(), size(e.data, 0)]));
+    }
+  };
+})();
+"""
 
 
 def _client(viewer, timeout=30.0):
@@ -108,8 +135,22 @@ def training_run(seq, cfg, seconds: float, with_viewer: bool, port: int, rate_hz
     return out
 
 
+def _decoded(browser, t_from: float) -> list[tuple[float, int]]:
+    """(wall time s, bytes) of the messages the page received decoded from viser's websocket worker
+    after ``t_from`` (wall time), drained (see _DECODED_HOOK)."""
+    msgs = browser.execute_script("return window.__nm_msgs ? window.__nm_msgs.splice(0) : null")
+    if msgs is None:
+        raise RuntimeError("the page has no worker-message hook")
+    return [(t / 1000.0, int(n)) for t, n in msgs if t / 1000.0 >= t_from]
+
+
 def mesh_to_browser(port: int, n_side: int = 500) -> dict:
-    """A 2 x n_side^2 triangle wavy coloured sheet (500 k for 500) sent by MeshChunks, until drawn."""
+    """A 2 x n_side^2 triangle wavy coloured sheet (500 k for 500) sent by MeshChunks: seconds until
+    the server has queued it (``update_s``), until the page holds its last chunk decoded
+    (``received_s``: viser's websocket worker decoded it and posted it to the page, see
+    _DECODED_HOOK; ``first_chunk_received_s`` for the first), and until the browser has drawn it
+    (``drawn_s``: a render requested from the browser returns after it processed the messages sent
+    before, parse, upload and draw included); then one corner changed (2 chunks resent)."""
     import viser
 
     from neural_mapping.viewer.mesh_chunks import MeshChunks
@@ -122,6 +163,7 @@ def mesh_to_browser(port: int, n_side: int = 500) -> dict:
     c = np.c_[(X.ravel() + 2.5) / 5, (Y.ravel() + 2.5) / 5, np.full(len(v), 0.5)]
     server = viser.ViserServer(host="127.0.0.1", port=port, verbose=False)
     browser = _browser(port)
+    out = {"triangles": int(len(f))}
     try:
         t_end = time.monotonic() + 30
         while not server.get_clients() and time.monotonic() < t_end:
@@ -129,22 +171,27 @@ def mesh_to_browser(port: int, n_side: int = 500) -> dict:
         client = next(iter(server.get_clients().values()))
         client.get_render(64, 64, timeout=30)  # the page is up and drawing
         chunks = MeshChunks(server)
-        t0 = time.perf_counter()
-        u = chunks.update(v, f, c)
-        t_sent = time.perf_counter() - t0
-        client.get_render(64, 64, timeout=60)
-        t_full = time.perf_counter() - t0
-        v2 = v.copy()
-        v2[:50, 2] += 0.05  # one corner changes
-        t0 = time.perf_counter()
-        u2 = chunks.update(v2, f, c)
-        client.get_render(64, 64, timeout=60)
-        t_one = time.perf_counter() - t0
+        for label, verts in (("", v), ("changed_", None)):
+            if verts is None:
+                verts = v.copy()
+                verts[:50, 2] += 0.05  # one corner changes
+            _decoded(browser, 0.0)  # drop what came before
+            t_wall, t0 = time.time(), time.perf_counter()
+            u = chunks.update(verts, f, c)
+            t_sent = time.perf_counter() - t0
+            client.get_render(64, 64, timeout=120)
+            t_drawn = time.perf_counter() - t0
+            frames = [fr for fr in _decoded(browser, t_wall) if fr[1] > 4096]  # the mesh messages
+            out.update({f"{label}chunks_sent": u.sent, f"{label}bytes_sent": u.bytes_sent,
+                        f"{label}update_s": round(t_sent, 3), f"{label}drawn_s": round(t_drawn, 3),
+                        f"{label}received_s": round(max(t for t, _ in frames) - t_wall, 3) if frames else None,
+                        f"{label}first_chunk_received_s": round(min(t for t, _ in frames) - t_wall, 3) if frames else None,
+                        f"{label}bytes_received": int(sum(n for _, n in frames))})
+        out["chunks"] = len(chunks._handles)
     finally:
         browser.quit()
         server.stop()
-    return {"triangles": int(len(f)), "chunks": u.chunks, "update_s": t_sent, "drawn_s": t_full,
-            "changed_chunks": u2.sent, "changed_drawn_s": t_one}
+    return out
 
 
 def render_compare(mapper, n: int = 3, rows: int = 240) -> dict:

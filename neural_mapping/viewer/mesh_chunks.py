@@ -29,6 +29,7 @@ class ChunkUpdate:
     removed: int = 0
     triangles_sent: int = 0
     triangles: int = 0  # of the whole mesh
+    bytes_sent: int = 0  # geometry bytes handed to viser (GLB or raw arrays) by this update
     seconds: float = 0.0
 
 
@@ -102,8 +103,9 @@ class MeshChunks:
             d = digest(part)
             if self._digests.get(key) == d:
                 continue
-            self._handles[key] = self._add(key, part)
+            self._handles[key], nbytes = self._add(key, part)
             self._digests[key] = d
+            u.bytes_sent += nbytes
             u.sent += 1
             u.triangles_sent += len(part[1])
         u.chunks = len(self._handles)
@@ -111,13 +113,15 @@ class MeshChunks:
         return u
 
     def _add(self, key: tuple, part):
+        """(handle, bytes sent) of one chunk."""
         v, f, c = part
         if c is None:
             return self.server.scene.add_mesh_simple(self.name(key), v, f, color=(200, 200, 200), side="double",
-                                                     visible=self.visible)
+                                                     visible=self.visible), v.nbytes + f.nbytes
         from neural_mapping.viewer.glb import mesh_glb
 
-        return self.server.scene.add_glb(self.name(key), mesh_glb(v, f, c, vertex_normals(v, f)), visible=self.visible)
+        glb = mesh_glb(v, f, c, vertex_normals(v, f))
+        return self.server.scene.add_glb(self.name(key), glb, visible=self.visible), len(glb)
 
     def set_visible(self, visible: bool) -> None:
         self.visible = bool(visible)
