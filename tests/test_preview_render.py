@@ -182,3 +182,9 @@ def test_the_viewer_panel_renders_the_preview_in_bands(monkeypatch):
     img, _ = render_look(lambda fn: fn(m), LookRequest(T, math.radians(60), 4 / 3, 36, "normals"))
     np.testing.assert_array_equal(img[~p.hit], 0)
     assert np.abs(img[p.hit] / 255.0 - 0.5 * (p.normals[p.hit] + 1)).max() < 0.01
+
+    # the first pass of a preview (every second pixel) in bands is the preview at scale 2
+    img, info = render_look(lambda fn: fn(m), LookRequest(T, math.radians(60), 4 / 3, 36, "depth", scale=2))
+    p2 = preview(m, T, camera_K(req.fov_rad, 48, 36), 36, 48, scale=2)
+    assert info["scale"] == 2 and info["bands"] == 1
+    assert np.abs(img.astype(int) - (depth_image(p2.depth) * 255 + 0.5).astype(np.uint8)).max() <= 1

@@ -131,7 +131,7 @@ def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate_and_dut
 
     orig, look.render_look = look.render_look, fake_render
     try:
-        req = LookRequest(np.eye(4), 1.0, 4 / 3, 60, "color")
+        req = LookRequest(np.eye(4), 1.0, 4 / 3, 60, "color", "full")
         lt.camera_moved(req)
         assert not lt.poll()  # still moving
         time.sleep(0.25)
@@ -141,7 +141,7 @@ def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate_and_dut
         assert not lt.poll()  # same camera: nothing new
         T = np.eye(4)
         T[0, 3] = 0.1
-        lt.camera_moved(LookRequest(T, 1.0, 4 / 3, 60, "color"))
+        lt.camera_moved(LookRequest(T, 1.0, 4 / 3, 60, "color", "full"))
         time.sleep(0.25)
         assert not lt.poll()  # settled, but rendering would exceed its duty
         while not lt.poll():
@@ -151,6 +151,12 @@ def test_look_through_waits_for_the_camera_to_settle_and_bounds_its_rate_and_dut
         time.sleep(1.0)
         lt.force()
         assert lt.poll() and len(calls) == 3  # forced: the same camera again (new mode, new map)
+        # a preview: every second pixel first, shown, then every pixel
+        time.sleep(1.0)
+        lt.camera_moved(LookRequest(T, 1.0, 4 / 3, 60, "color", "preview"))
+        time.sleep(0.25)
+        assert lt.poll() and [c.scale for c in calls[3:]] == [2, 1] and len(done) == 5
+        assert lt.last_request.scale == 1 and lt.last_request.quality == "preview"
     finally:
         look.render_look = orig
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -35,6 +35,8 @@ MODES = ("color", "depth", "normals")
 #: "preview": :func:`neural_mapping.preview_render.preview` (sphere tracing near observed surfaces,
 #: fast); "full": :meth:`Mapper.render`, exactly what ``neural-mapping render`` writes
 QUALITIES = ("preview", "full")
+#: the first pass of a preview renders every PROGRESSIVE_SCALE-th pixel of each row and column
+PROGRESSIVE_SCALE = 2
 #: pixels of one render job: the trainer steps between two bands (about 0.1-0.3 s each on 2 cores)
 BAND_PIXELS = 16384
 
@@ -83,10 +85,11 @@ class LookRequest:
     height: int  # rows of the render
     mode: str  # one of MODES
     quality: str = "preview"  # one of QUALITIES
+    scale: int = 1  # preview only: rays every `scale` pixels, each repeated over a scale x scale block
 
     def key(self) -> tuple:
         return (np.round(self.T_WC, 5).tobytes(), round(self.fov_rad, 5), round(self.aspect, 4), self.height, self.mode,
-                self.quality)
+                self.quality, self.scale)
 
 
 def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
@@ -108,7 +111,8 @@ def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
     K = camera_K(req.fov_rad, W, H)
     color = np.zeros((H, W, 3), np.float32)
     depth = np.zeros((H, W), np.float32)
-    rows = max(1, BAND_PIXELS // W)
+    sc = max(1, int(req.scale)) if req.quality == "preview" else 1
+    rows = max(sc, (BAND_PIXELS * sc * sc // W) // sc * sc)  # whole blocks of scale x scale pixels per band
     cache: dict = {}
     for r0 in range(0, H, rows):
         h = min(rows, H - r0)
@@ -121,7 +125,7 @@ def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
 
                 if "cand" not in cache:  # once per image: every band sees the same map state's cells
                     cache["cand"] = candidates(m)
-                p = preview(m, req.T_WC, Kb, h, W, cand=cache["cand"])
+                p = preview(m, req.T_WC, Kb, h, W, cand=cache["cand"], scale=sc)
                 return p.color, p.depth, (0.5 * (p.normals + 1.0) * p.hit[..., None] if req.mode == "normals" else None)
             r = m.render(req.T_WC, Kb, h, W)
             return r.color, r.depth, (normals_image(m, req.T_WC, Kb, r.depth) if req.mode == "normals" else None)
@@ -132,7 +136,7 @@ def render_look(run_job: Callable, req: LookRequest) -> tuple[np.ndarray, dict]:
     img = depth_image(depth) if req.mode == "depth" else color
     out = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return out, {"seconds": time.perf_counter() - t0, "hit": float((depth > 0).mean()), "W": W, "H": H,
-                 "bands": -(-H // rows), "quality": req.quality}
+                 "bands": -(-H // rows), "quality": req.quality, "scale": sc}
 
 
 def depth_image(depth: np.ndarray) -> np.ndarray:
@@ -182,6 +186,7 @@ class LookThrough:
         self.settle_s, self.min_interval_s, self.duty = float(settle_s), float(min_interval_s), float(duty)
         self._next_ok = 0.0  # monotonic time before which no render starts (min_interval_s, duty)
         self.enabled = True
+        self.progressive = True  # previews in two passes (see poll)
         self.ready = ready  # False while there is nothing worth rendering (an untrained map)
         self._req: LookRequest | None = None
         self._moved_at = 0.0
@@ -222,14 +227,21 @@ class LookThrough:
         with self._lock:
             self._last_key = req.key()
         t0 = time.monotonic()
+        # a preview comes in two passes: every PROGRESSIVE_SCALE-th pixel first (a quarter of the rays,
+        # shown at once), then every pixel unless the camera moved meanwhile
+        passes = ([replace(req, scale=PROGRESSIVE_SCALE), req] if req.quality == "preview" and req.scale == 1
+                  and self.progressive else [req])
         try:
-            img, info = render_look(self.run_job, req)
+            for i, r in enumerate(passes):
+                if i and self._req is not req:
+                    break
+                img, info = render_look(self.run_job, r)
+                self.renders += 1
+                self.last_info, self.last_request, self.last_image = info, r, img
+                self.show(img, info)
         finally:
             spent = time.monotonic() - t0
             self._next_ok = time.monotonic() + max(self.min_interval_s - spent, spent * (1.0 / self.duty - 1.0))
-        self.renders += 1
-        self.last_info, self.last_request, self.last_image = info, req, img
-        self.show(img, info)
         return True
 
     def run_forever(self, stop: threading.Event) -> None:
