@@ -2,7 +2,8 @@
 
 Prints, with the target of each: the frame queue stays bounded (max length <= queue_size), every
 set sent is accounted for in ~/status (received or a counted drop; what DDS lost is what is left),
-resident memory growth from the end of the warm-up to the end (< 10 %), and per product the rate
+resident memory growth from the end of the warm-up (the first 20 % of the run and until the keyframe
+buffer is at its cap) to the end (< 10 %) with the memory curve, and per product the rate
 achieved against the configured one with the seconds one computation took (the figures behind the
 cpu preset's default rates, NodeConfig in ros/params.py).
 
@@ -26,6 +27,7 @@ def soak(minutes: float, W: int, H: int, hz: float, warmup_frac: float = 0.2) ->
     from bench_ros import _messages, _ros_env, line
     from ros_harness import Client, NodeProcess, status_of
 
+    from neural_mapping.config import preset
     from neural_mapping.ros.params import NodeConfig
 
     _ros_env()
@@ -63,7 +65,11 @@ def soak(minutes: float, W: int, H: int, hz: float, warmup_frac: float = 0.2) ->
     finally:
         client.close()
         rc = proc.stop()
-    warm = next(st for t, st in samples if t >= warmup_frac * dt)
+    # warm-up: the first warmup_frac of the run and until the keyframe buffer is at its cap (its filling is
+    # the map's designed growth, bounded by keyframes.max_keyframes / max_mb; what grows after it is the target)
+    kf_cap = preset("cpu").keyframes.max_keyframes
+    warm_t, warm = next(((t, st) for t, st in samples if t >= warmup_frac * dt and st.keyframes >= kf_cap),
+                        samples[-1])
     print(f"soak: {sent} RGB-D sets of {W}x{H} sent at {sent / dt:.1f} Hz for {dt / 60:.1f} min "
           f"(node exit code {rc}; log {log})")
     qmax = max(st.queue_length for _, st in samples)
@@ -75,9 +81,13 @@ def soak(minutes: float, W: int, H: int, hz: float, warmup_frac: float = 0.2) ->
           f"(missing_estimated from stamp gaps: {end.missing_estimated}; per stream: {end.input_counts})")
     line("sets accounted for in ~/status", 100.0 * counted / max(sent, 1), "%")
     growth = 100.0 * (end.memory_mb - warm.memory_mb) / max(warm.memory_mb, 1e-6)
-    print(f"  resident memory {warm.memory_mb:.0f} MB after the warm-up ({warmup_frac:.0%}), {end.memory_mb:.0f} MB "
+    print(f"  resident memory {warm.memory_mb:.0f} MB after the warm-up (at {warm_t:.0f} s: {warmup_frac:.0%} of the run "
+          f"and the keyframe buffer full, {kf_cap}), {end.memory_mb:.0f} MB "
           f"at the end; training {end.steps_per_s:.2f} steps/s, {end.keyframes} keyframes")
     line("resident memory growth after warm-up", growth, "%", 10.0)
+    curve = [(t, st) for t, st in samples if t >= 0][:: max(1, len(samples) // 12)]
+    print("  resident memory over the run (s: MB, keyframes): " + ", ".join(
+        f"{t:.0f}: {st.memory_mb:.0f}, {st.keyframes}" for t, st in curve))
     print(f"  product seconds (last computation): {end.products_s}")
     for name in ("mesh", "occupancy", "voxels", "esdf", "render"):
         rate = getattr(ncfg, f"{name}_rate_hz")

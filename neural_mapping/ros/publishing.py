@@ -23,6 +23,7 @@ from visualization_msgs.msg import Marker
 
 from neural_mapping.camera import scale_intrinsics
 from neural_mapping.ros import convert_out as co
+from neural_mapping.ros import heap
 from neural_mapping.ros.fastpath import mesh_to_marker_cdr
 
 #: map products: reliable + transient local, so a late RViz or planner still gets the last one
@@ -175,6 +176,7 @@ class Publishing:
             self.last_error = f"{p.rate_param}: {type(e).__name__}: {e}"
             node.warn(f"error_{p.rate_param}", f"publishing for {p.rate_param} failed: {e}\n{traceback.format_exc()}")
         finally:
+            heap.trim()  # the product's temporaries: their pages back to the system (ros/heap.py)
             end = time.monotonic()
             p.last_seconds = end - now
             self._next_allowed = end + (end - now) * (1.0 / node.ncfg.product_duty_max - 1.0)
