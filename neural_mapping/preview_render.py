@@ -215,13 +215,16 @@ def preview(mapper, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, scale: i
             r = mapper.cfg.render
             t_in = torch.maximum(t_in, r.near_m * dn)
             t_out = torch.minimum(t_out, r.far_m * dn)
+            t1 = time.perf_counter()
             ds, nxt = _ray_cells(cand, o, du, t_in, t_out)
+            t2 = time.perf_counter()
             if field.kind == "sdf":
                 t, hit, n = _sdf_trace(field, o, du, t_in, t_out, ds, nxt, max_steps, eps, step_scale, min_step)
                 col = torch.zeros_like(o)
             else:
                 t, col, hit, n = _nerf_march(field, o, du, t_in, t_out, ds, nxt, nerf_samples)
             stats["samples"] = n
+            t3 = time.perf_counter()
             ih = hit.nonzero().squeeze(1)
             nrm = torch.zeros_like(o)
             if len(ih):
@@ -237,6 +240,8 @@ def preview(mapper, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, scale: i
             color = col.clamp(0, 1).reshape(h, w, 3).cpu().numpy().astype(np.float32)
             depth = z.reshape(h, w).cpu().numpy().astype(np.float32)
             normals = nrm.reshape(h, w, 3).cpu().numpy().astype(np.float32)
+            stats["phase_s"] = {"setup": round(t1 - t0, 4), "cells": round(t2 - t1, 4), "march": round(t3 - t2, 4),
+                                "hits": round(time.perf_counter() - t3, 4)}
     if scale > 1:
         up = lambda a: np.repeat(np.repeat(a, scale, 0), scale, 1)[:H, :W]  # noqa: E731
         color, depth, normals = up(color), up(depth), up(normals)

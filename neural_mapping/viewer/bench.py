@@ -227,6 +227,16 @@ def render_compare(mapper, n: int = 3, rows: int = 240) -> dict:
         out["hit_full"].append(round(float((r.depth > 0).mean()), 4))
         out["hit_both"].append(round(float(both.mean()), 4))
         out["preview_samples"].append(int(p.stats["samples"]))
+        out.setdefault("preview_phase_s", []).append(p.stats.get("phase_s"))
+    # the machine's speed at the time: 1 M field values through the fast path (the preview's unit of work)
+    import torch
+
+    from neural_mapping import fastquery
+
+    x = torch.rand(1_000_000, 3) * 4 - 2
+    t0 = time.perf_counter()
+    fastquery.value(mapper.field, x)
+    out["field_1M_values_s"] = round(time.perf_counter() - t0, 3)
     return out
 
 
