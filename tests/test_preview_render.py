@@ -188,3 +188,36 @@ def test_the_viewer_panel_renders_the_preview_in_bands(monkeypatch):
     p2 = preview(m, T, camera_K(req.fov_rad, 48, 36), 36, 48, scale=2)
     assert info["scale"] == 2 and info["bands"] == 1
     assert np.abs(img.astype(int) - (depth_image(p2.depth) * 255 + 0.5).astype(np.uint8)).max() <= 1
+
+
+class SphereOnFloorDensity(SphereOnFloor):
+    """The same scene as a density field (NeRF kind): dense inside, empty outside, a 1 cm soft edge."""
+
+    kind = "nerf"
+
+    def forward(self, x, dirs=None):
+        out = super().forward(x)
+        out.value = 500.0 * torch.sigmoid(-out.value / 0.01)
+        out.color = None if dirs is None else self.color(out.geo, dirs)
+        return out
+
+
+def test_nerf_preview_samples_the_first_candidate_run_and_finds_the_surface():
+    m = analytic_map()
+    m.field = SphereOnFloorDensity()
+    T = look_at_T_WC(np.array([1.4, -1.8, 1.2]), CENTER)
+    H, W = 48, 64
+    K = intrinsics(45.0, 45.0, (W - 1) / 2, (H - 1) / 2)
+    z, n, on_sphere = analytic_depth(T, K, H, W)
+    p = preview(m, T, K, H, W, nerf_samples=32)
+    sphere = on_sphere & (z > 0)
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(sphere, iterations=2)  # the sphere's pixels away from its outline
+    assert inner.sum() > 50 and p.hit[inner].mean() > 0.95
+    err = np.abs(p.depth - z)[inner & p.hit]
+    assert np.median(err) < 0.04, np.median(err)  # within about one sample spacing (no importance pass)
+    cos = (p.normals * n).sum(-1)[inner & p.hit]
+    assert np.median(cos) > 0.95
+    np.testing.assert_allclose(np.median(p.color[inner & p.hit], 0), [0.9, 0.1, 0.1], atol=0.05)
+    assert p.stats["samples"] <= H * W * 32 + p.hit.sum()
