@@ -12,8 +12,8 @@ samples per ray. A preview spends its field evaluations near surfaces only:
    between its entry and exit of the map box; for each sample, the index of the next candidate
    sample ahead (a reverse cumulative minimum). Rays that meet none end at once.
 3. **SDF fields**: sphere tracing with the fast value path (:func:`neural_mapping.fastquery.value`),
-   started one sample before the first candidate cell; a step that lands in a non-candidate cell
-   jumps to the next candidate one; at most ``max_steps`` steps, converged at ``|sdf| < eps`` or at
+   started at the first candidate sample; a step that lands in a non-candidate cell jumps to the
+   next candidate one; at most ``max_steps`` steps, converged at ``|sdf| < eps`` or at
    a sign change (secant refined). At the hits one value-and-gradient pass
    (:func:`~neural_mapping.fastquery.value_and_gradient`) gives the normal (the unit gradient) and
    the geometry features for the colour head, seen along the ray as the full render does.
@@ -41,6 +41,11 @@ from neural_mapping.camera import image_rays_W
 
 #: coarse cell = POOL voxels of the coverage
 POOL = 2
+#: a ray starts (and resumes after a skip) this many samples before its next candidate sample. 0 is
+#: safe: cells are dilated by whole cells of at least truncation + one voxel, so a candidate sample
+#: (at most one sample, one cell, inside the dilated region) is >= one cell from any observed surface
+#: (measured: 12 % fewer field samples than 1, same depth agreement)
+EARLY = 0
 
 
 @dataclass
@@ -115,7 +120,7 @@ def _sdf_trace(field, o, du, t_in, t_out, ds, nxt, max_steps, eps, step_scale, m
     The state of the active rays is one compacted (n, 11) tensor (origin, direction, t, t_in, t_out,
     previous t and sdf): a step costs what its active rays do, and one gather drops the finished ones."""
     R, S = nxt.shape
-    t_all = t_in + (nxt[:, 0].to(t_in.dtype) - 1).clamp_min(0) * ds
+    t_all = t_in + (nxt[:, 0].to(t_in.dtype) - EARLY).clamp_min(0) * ds
     hit_all = torch.zeros(R, dtype=torch.bool, device=o.device)
     rid = ((nxt[:, 0] < S) & (t_all < t_out)).nonzero().squeeze(1)
     st = torch.cat([o, du, t_all[:, None], t_in[:, None], t_out[:, None], t_all[:, None],
@@ -126,10 +131,10 @@ def _sdf_trace(field, o, du, t_in, t_out, ds, nxt, max_steps, eps, step_scale, m
         if len(rid) == 0:
             break
         o_, du_, t, ti, to, prev_t, prev_s = st[:, :3], st[:, 3:6], st[:, 6], st[:, 7], st[:, 8], st[:, 9], st[:, 10]
-        # skip to the next candidate cell (one sample early: the cell's border lies before its sample)
+        # skip to the next candidate sample (see EARLY)
         si = ((t - ti) * (1.0 / ds)).long().clamp_(0, S - 1)
         nx = nxt_flat[rid * S + si]
-        t = torch.maximum(t, ti + (nx - 1).clamp_min(0).to(t.dtype) * ds)
+        t = torch.maximum(t, ti + (nx - EARLY).clamp_min(0).to(t.dtype) * ds)
         s = fastquery.value(field, torch.addcmul(o_, t[:, None], du_)).to(t.dtype)
         samples += len(rid)
         started = prev_s == prev_s  # not NaN
@@ -186,7 +191,7 @@ def _nerf_march(field, o, du, t_in, t_out, ds, nxt, n_samples):
 
 @torch.no_grad()
 def preview(mapper, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, scale: int = 1, max_steps: int = 48,
-            eps: float = 2e-3, step_scale: float = 0.9, min_step: float = 2e-3, nerf_samples: int = 24,
+            eps: float = 2e-3, step_scale: float = 1.0, min_step: float = 2e-3, nerf_samples: int = 24,
             cand: Candidates | None = None) -> Preview:
     """A preview of the map from camera pose T_WC (4x4, OpenCV axes) with intrinsics K, H x W pixels
     (module doc). ``cand``: candidate cells from :func:`candidates` (computed here when None)."""
