@@ -194,7 +194,8 @@ def preview(mapper, T_WC: np.ndarray, K: np.ndarray, H: int, W: int, *, scale: i
             eps: float = 2e-3, step_scale: float = 1.0, min_step: float = 2e-3, nerf_samples: int = 24,
             cand: Candidates | None = None) -> Preview:
     """A preview of the map from camera pose T_WC (4x4, OpenCV axes) with intrinsics K, H x W pixels
-    (module doc). ``cand``: candidate cells from :func:`candidates` (computed here when None)."""
+    (module doc). ``cand``: candidate cells from :func:`candidates` (computed here when None).
+    ``stats``: rays, field samples, scale, seconds per phase (setup, cells, march, hits)."""
     t0 = time.perf_counter()
     scale = max(1, int(scale))
     h, w = -(-H // scale), -(-W // scale)
