@@ -183,6 +183,24 @@ class OccupancyConfig(ConfigGroup):
             raise ConfigError(f"occupancy.z_max ({self.z_max}) must exceed occupancy.z_min ({self.z_min})")
 
 
+@dataclass
+class PriorConfig(ConfigGroup):
+    _prefix = "prior."
+
+    enabled: bool = param(False, "SDF fields: fuse every frame into a coarse TSDF (neural_mapping/sdf_prior.py) that the "
+                                "network refines (sdf = network + prior, H2-Mapping style); nerf fields ignore it")
+    voxel_m: float = param(0.04, "Voxel size of the fused prior (m)", lo=0.005, hi=1.0)
+    trunc_voxels: float = param(3.0, "Truncation of the prior in voxels", lo=1.0, hi=20.0)
+    full_weight: float = param(1.0, "Fusion weight (frames) at which the prior is fully trusted; below it the TSDF is "
+                                     "blended with the network's initial +truncation, which moves surfaces seen by few "
+                                     "frames behind them (measured: 2 cm on the floor at 4)", lo=1.0, hi=1000.0)
+    max_weight: float = param(64.0, "Cap of the fusion weight (later frames still move the average)", lo=1.0, hi=1e5)
+    stride: int = param(2, "Fuse every n-th pixel of each frame", lo=1, hi=16)
+    behind_voxels: float = param(8.0, "Depth behind the measured surface (voxels) recorded as probably inside, used only "
+                                      "where no view measured: keeps the field negative behind surfaces (no second sheet "
+                                      "behind the band)", lo=0.0, hi=50.0)
+
+
 from neural_mapping.viewer.config import ViewerConfig  # noqa: E402 - after param/ConfigGroup, which it uses
 from neural_mapping.region_config import MapRegionConfig  # noqa: E402 - after param/ConfigGroup, which it uses
 from neural_mapping.submaps_config import SubmapsConfig  # noqa: E402 - after param/ConfigGroup, which it uses
@@ -199,6 +217,7 @@ class MapperConfig(ConfigGroup):
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     keyframes: KeyframeConfig = dataclasses.field(default_factory=KeyframeConfig)
     mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+    prior: PriorConfig = dataclasses.field(default_factory=PriorConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
     map: MapRegionConfig = dataclasses.field(default_factory=MapRegionConfig)
     viewer: ViewerConfig = dataclasses.field(default_factory=ViewerConfig)

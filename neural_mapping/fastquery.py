@@ -187,6 +187,10 @@ def _block(field, x: torch.Tensor, plan, want_geo: bool):
             (grad,) = torch.autograd.grad(e_graph, xe, g[:, :D].contiguous())
         if xyz is not None:
             grad = grad + g[:, D:D + 3] * xyz
+    prior = getattr(field, "prior", None)
+    if prior is not None:  # sdf = network + fused TSDF prior (neural_mapping.sdf_prior)
+        q, dq = prior.value_and_gradient(x)
+        value, grad = value + q.to(value.dtype), grad + dq.to(grad.dtype)
     if field.kind == "nerf":  # value = trunc_exp(h0) = exp(min(h0, 15))
         h0 = value
         value = torch.exp(torch.clamp(h0, max=15.0))
@@ -249,6 +253,8 @@ def _run(field, pts: torch.Tensor, want_geo: bool, want_color: bool, block: int)
 def _value_block(field, x: torch.Tensor, plan) -> torch.Tensor:
     hidden, wo, bo = plan
     h0 = _value_output(_hidden(_trunk_input(field, field.encoding(x), x), hidden), wo, bo)
+    if getattr(field, "prior", None) is not None:
+        h0 = h0 + field.prior(x).to(h0.dtype)
     return torch.exp(torch.clamp(h0, max=15.0)) if field.kind == "nerf" else h0
 
 

@@ -21,6 +21,7 @@ from neural_mapping import hashgrid_ext
 from neural_mapping.color_heads import ReflectiveColorHead
 from neural_mapping.config import MapperConfig
 from neural_mapping.encodings import direction_encoding, position_encoding
+from neural_mapping.sdf_prior import SdfPrior
 
 
 @dataclass
@@ -139,6 +140,8 @@ class _FieldBase(nn.Module):
         with torch.enable_grad(), frozen:
             p = pts_W if create_graph and pts_W.requires_grad else pts_W.detach().requires_grad_(True)
             h0 = self.trunk(self.features(p))[:, 0]  # density = trunc_exp(h0): the same direction
+            if getattr(self, "prior", None) is not None:
+                h0 = h0 + self.prior(p)
             (g,) = torch.autograd.grad(h0.sum(), p, create_graph=create_graph)
         n = F.normalize(g, dim=-1)
         return n if self.kind == "sdf" else -n
@@ -156,18 +159,25 @@ class SdfField(_FieldBase):
 
     The SDF output starts at +truncation everywhere (empty space), so space that training has
     not reached yet holds no zero crossing: no phantom surfaces in the mesh of a young map.
+    With ``prior.enabled`` the output is the network plus the fused TSDF prior
+    (:mod:`neural_mapping.sdf_prior`: ``sdf = h + q``), which starts as the prior where it was fused.
     """
 
     kind = "sdf"
 
     def __init__(self, cfg: MapperConfig):
         super().__init__(cfg)
+        self.prior = SdfPrior.from_config(cfg) if cfg.prior.enabled else None
         with torch.no_grad():
             self.trunk[-1].bias[0].fill_(cfg.train.truncation_m)
+            if self.prior is not None:  # the residual starts at exactly h0: the untrained field is the prior
+                self.trunk[-1].weight[0].zero_()
 
     def forward(self, pts_W: torch.Tensor, dirs_W: torch.Tensor | None = None) -> FieldOutput:
         h = self.trunk(self.features(pts_W))
         sdf, geo = h[:, 0], h[:, 1:]
+        if self.prior is not None:
+            sdf = sdf + self.prior(pts_W)
         col = self.color(geo, dirs_W, pts_W) if dirs_W is not None else None
         return FieldOutput(sdf, geo, col)
 

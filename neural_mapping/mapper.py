@@ -250,7 +250,11 @@ class Mapper:
             usable, is_kf = self.keyframes.add(frame, self.generator)
             if not usable:
                 return self._reject("no usable depth after downsampling")
-            pts = backproject_depth(np.where(ok, d, 0).astype(np.float32), frame.K, frame.T_WC, stride=4)
+            d_ok = np.where(ok, d, 0).astype(np.float32)
+            prior = getattr(self.field, "prior", None)
+            if prior is not None:  # every frame reaches the fused prior, keyframe or not
+                prior.integrate(d_ok, frame.K, frame.T_WC)
+            pts = backproject_depth(d_ok, frame.K, frame.T_WC, stride=4)
             if len(pts):  # the observed points and the camera
                 cam = frame.T_WC[:3, 3]
                 lo, hi = np.minimum(pts.min(0), cam), np.maximum(pts.max(0), cam)

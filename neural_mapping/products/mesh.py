@@ -60,7 +60,9 @@ class MeshExtractor:
         if not self.voxel_m > 0:
             raise ValueError(f"mesh voxel must be positive, got {self.voxel_m}")
         self.tile_cells = int(tile_cells)
-        self.safety = float(safety)
+        # a fused prior (neural_mapping/sdf_prior.py) is a projective TSDF: along grazing rays it
+        # over-states the distance, so the coarse-to-fine test needs a wider margin
+        self.safety = max(float(safety), PRIOR_SAFETY) if _prior_of(mapper) is not None else float(safety)
         self.min_component_triangles = int(min_component_triangles if min_component_triangles is not None
                                            else mcfg.min_component_triangles)
         self.color = bool(color if color is not None else mcfg.color)
@@ -243,6 +245,7 @@ class MeshExtractor:
             c_pos = np.zeros(0, np.int64)
             c_loc, c_val = np.zeros((0, 3), np.int64), np.zeros(0, np.float32)
         off = _mc_mask_offset()
+        prior = _prior_of(m)
         batch = max(1, (1 << 22) // (T + 1) ** 3)  # ~4 M grid points per batch bounds memory
         new_verts = []
         for start in range(0, len(utiles), batch):
@@ -273,7 +276,10 @@ class MeshExtractor:
                 except (RuntimeError, ValueError):  # no crossing in this tile
                     continue
                 verts_W = (verts.astype(np.float64) + t * T) * v
-                tm = TileMesh(verts_W, faces.astype(np.int64), None)
+                faces = faces.astype(np.int64)
+                if prior is not None:  # no sheet where fused and unfused prior voxels meet
+                    faces = prior.consistent_faces(verts_W, faces)
+                tm = TileMesh(verts_W, faces, None)
                 self._cache.tiles[int(utk[start + bi])] = tm
                 new_verts.append(tm)
         if self.color and new_verts:
@@ -284,6 +290,15 @@ class MeshExtractor:
             for tm in new_verts:
                 tm.colors = col[a:a + len(tm.verts_W)] if col is not None else None
                 a += len(tm.verts_W)
+
+
+#: coarse-to-fine safety factor when the field carries a fused prior
+PRIOR_SAFETY = 2.0
+
+
+def _prior_of(m):
+    """The fused SDF prior of a map's field, or None."""
+    return getattr(getattr(m, "field", None), "prior", None)
 
 
 _MC_MASK_OFFSET: int | None = None
