@@ -17,6 +17,9 @@ The camera convention, once:
 
 Renders run as jobs on the trainer between two steps (``core.run``), at most one per
 ``min_interval_s``, and only once the camera has not moved for ``settle_s``.
+A render is a preview (:mod:`neural_mapping.preview_render`, the default: every second pixel
+first, then every pixel) or the full render (``Mapper.render``, what ``neural-mapping render``
+writes), chosen by the panel's "Quality".
 """
 
 from __future__ import annotations
