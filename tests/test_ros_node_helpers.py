@@ -69,7 +69,9 @@ def test_mesh_of_a_refreshed_snapshot_is_incremental_and_equals_a_full_extractio
     assert 0 < ex.stats.tiles_recomputed < ex.stats.tiles_total
     v_full, f_full, _ = MeshExtractor(snap, voxel_m=0.1, tile_cells=4, snapshot=False).extract_arrays(full=True)
     assert len(faces) == len(f_full) > 0
-    np.testing.assert_allclose(np.sort(verts, axis=0), np.sort(v_full, axis=0), atol=1e-9)
+    # equal to float32 rounding: the kept tiles' field values were computed in other batches than the
+    # full extraction's (seen: 1.4e-7 m on 1 of 14340 coordinates)
+    np.testing.assert_allclose(np.sort(verts, axis=0), np.sort(v_full, axis=0), atol=1e-6)
 
 
 def test_in_exiting_thread_returns_raises_and_leaves_no_thread():
