@@ -1,5 +1,5 @@
 """`neural-mapping map --submaps` writes a map directory, and mesh/query/occupancy/render read it
-(docs/submaps.md). A tiny room with 3 m cells: 4 submaps meeting at x = 0 and y = 0."""
+(docs/submaps.md). A tiny room with 3 m cells (borders at x, y = +-1.5 m)."""
 
 from __future__ import annotations
 

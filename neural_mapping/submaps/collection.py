@@ -5,8 +5,9 @@ Frames are routed to the submaps whose grown box holds enough of their depth poi
 the *active* submaps (at most ``submaps.max_active``; one unseen for :data:`HOLD_FRAMES` frames, or
 the least recently seen when a new one needs its place, is frozen into the
 :class:`~neural_mapping.submaps.cache.SubmapCache`). A training step trains one active submap,
-round robin. The world coverage is kept by the collection (frames that gave a submap a keyframe)
-and merged from submaps taken from elsewhere (:meth:`SubmapMap.merge`). Queries blend submaps
+round robin. The world coverage is the union of the submaps' coverages: the frozen ones merged
+when they freeze (or arrive: :meth:`SubmapMap.merge`, a load), the active ones added when it is
+read after a change, so a saved and loaded map observes exactly the same space. Queries blend submaps
 (:mod:`.blend`); renders z-buffer the submaps' renders, each within its grown box.
 """
 
@@ -78,7 +79,9 @@ class SubmapMap:
         self._active: dict[tuple[int, int], Submap] = {}  # this robot's trained submaps
         self._last_seen: dict[tuple[int, int], int] = {}
         self._turn = 0
-        self.coverage = Coverage(voxel_m=self.cfg.occupancy.resolution_m)
+        self._frozen_cov = Coverage(voxel_m=self.cfg.occupancy.resolution_m)  # union of the frozen submaps'
+        self._cov: Coverage | None = None  # the union with the active ones, rebuilt after a change
+        self._cov_n = 0  # update count handed out last (kept increasing across rebuilds: mesh caches)
         self.region = RegionGuard(self.cfg.map)
         self.stats = MapperStats()
         self.last_terms = LossTerms()
@@ -154,7 +157,7 @@ class SubmapMap:
                     new_kf |= sub.mapper.stats.keyframes != kf0 or sub.mapper.stats.frames_added == 1
                     sub.refresh_bounds()
             if new_kf or n == 0:
-                self.coverage.update(frame, max_depth_m=r.max_depth_m)
+                self._cov = None
             self.stats.frames_added += 1
             self.stats.keyframes = len(self.keyframes)
             self.region.accept(frame)
@@ -185,7 +188,21 @@ class SubmapMap:
 
     def _freeze(self, key) -> None:
         sub = self._active.pop(key)
+        merge_into(self._frozen_cov, sub.mapper.coverage, sub.origin_W)
         self.cache.freeze(sub, self._pinned())
+
+    @property
+    def coverage(self) -> Coverage:
+        """Observed space in the map frame: the union of the submaps' coverages (see module doc)."""
+        with self.lock:
+            if self._cov is None:
+                cov = copy.deepcopy(self._frozen_cov)
+                cov.n_updates = max(cov.n_updates, self._cov_n)
+                for sub in self._active.values():
+                    merge_into(cov, sub.mapper.coverage, sub.origin_W)
+                self._cov_n = cov.n_updates
+                self._cov = cov
+            return self._cov
 
     def freeze_all(self) -> None:
         """Freeze every active submap (before a save, or when mapping ends)."""
@@ -319,7 +336,7 @@ class SubmapMap:
             snap.__dict__.update(cfg=self.cfg, device=self.device, lock=threading.RLock(), sub_cfg=self.sub_cfg,
                                  grid=self.grid, robot_id=self.robot_id, cache=self.cache, field=field,
                                  _submaps=subs, _active={}, _last_seen={}, _turn=0,
-                                 coverage=copy.deepcopy(self.coverage), region=self.region,
+                                 _frozen_cov=self.coverage, _cov=None, _cov_n=self._cov_n, region=self.region,
                                  stats=copy.deepcopy(self.stats), last_terms=self.last_terms,
                                  _objective=self._objective)
             return snap
@@ -344,7 +361,8 @@ class SubmapMap:
             m = mapper_from_state(state, self.device)
             sub = Submap(rec.key, self.grid, m, robot_id=rec.robot_id, version=rec.version, frozen=True)
             self._submaps[rk] = sub
-            merge_into(self.coverage, m.coverage, sub.origin_W)
+            merge_into(self._frozen_cov, m.coverage, sub.origin_W)
+            self._cov = None
             self.cache.add(sub, self._pinned())
             self.stats.steps += 1  # the field changed: products recompute
             return True

@@ -1,6 +1,7 @@
 """The submap grid: square x-y cells of ``size_m`` in the map frame, each grown by ``overlap_m``.
 
-Cell ``(i, j)`` covers ``[i*s, (i+1)*s) x [j*s, (j+1)*s)`` (z is not split); its submap trains on
+Cell ``(i, j)`` covers ``[(i-1/2) s, (i+1/2) s) x [(j-1/2) s, (j+1/2) s)`` (z is not split: centred on the
+map frame's origin, so the place where mapping starts, usually the origin, lies in one cell's core); its submap trains on
 what lies in the cell grown by ``o = overlap_m`` on each side (its *grown box*). Each cell has a
 partition-of-unity weight, the product of one 1-D hat per axis::
 
@@ -49,7 +50,7 @@ class SubmapGrid:
 
     def key_of(self, pts_W: np.ndarray) -> np.ndarray:
         """(N, 2) int64 cell of each point (N, >=2)."""
-        return np.floor(np.asarray(pts_W, np.float64)[:, :2] / self.size_m).astype(np.int64)
+        return np.floor(np.asarray(pts_W, np.float64)[:, :2] / self.size_m + 0.5).astype(np.int64)
 
     def keys_near(self, pts_W: np.ndarray, min_points: int = 1) -> list[tuple[tuple[int, int], int]]:
         """[(key, n)] of the cells whose grown box holds at least ``min_points`` of the points (N, 3),
@@ -58,8 +59,8 @@ class SubmapGrid:
         if len(p) == 0:
             return []
         s, o = self.size_m, self.overlap_m
-        lo = np.floor((p - o) / s).astype(np.int64)  # a point lies in the grown boxes of cells lo..hi
-        hi = np.floor((p + o) / s).astype(np.int64)
+        lo = np.floor((p - o) / s + 0.5).astype(np.int64)  # a point lies in the grown boxes of cells lo..hi
+        hi = np.floor((p + o) / s + 0.5).astype(np.int64)
         counts: dict[tuple[int, int], int] = {}
         for di in range(int((hi[:, 0] - lo[:, 0]).max()) + 1):
             for dj in range(int((hi[:, 1] - lo[:, 1]).max()) + 1):
@@ -73,7 +74,7 @@ class SubmapGrid:
 
     def cell_box(self, key) -> tuple[np.ndarray, np.ndarray]:
         """(lo (2,), hi (2,)) x-y of the cell in the map frame."""
-        lo = np.asarray(key, np.float64) * self.size_m
+        lo = (np.asarray(key, np.float64) - 0.5) * self.size_m
         return lo, lo + self.size_m
 
     def grown_box(self, key) -> tuple[np.ndarray, np.ndarray]:

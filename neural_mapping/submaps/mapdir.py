@@ -138,10 +138,11 @@ def load_map_dir(path, device=None, max_resident_mb: float | None = None):
             raise MapFileError(f"{f}: {err}") from None
         sub = Submap(rec.key, smap.grid, mapper, robot_id=rec.robot_id, version=rec.version, frozen=True)
         smap._submaps[(rec.robot_id, rec.key)] = sub
-        merge_into(smap.coverage, mapper.coverage, sub.origin_W)
+        merge_into(smap._frozen_cov, mapper.coverage, sub.origin_W)
         if f.name != file_name(sub.name, sub.version):
             raise MapFileError(f"{f}: holds submap {sub.name} v{sub.version}, not what its name says")
         smap.cache.add(sub)
+    smap._cov = None
     st = m.get("stats", {})
     known = {f.name for f in dataclasses.fields(MapperStats)}
     smap.stats = MapperStats(**{k: v for k, v in st.items() if k in known})

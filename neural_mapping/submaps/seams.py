@@ -31,7 +31,7 @@ def border_zone(grid):
     w = max(grid.overlap_m, 0.05)
 
     def inside(pts):
-        r = np.mod(np.asarray(pts)[:, :2], grid.size_m)
+        r = np.mod(np.asarray(pts)[:, :2] + grid.size_m / 2, grid.size_m)  # cells are centred on the origin
         return np.any(np.minimum(r, grid.size_m - r) < w, axis=1)
 
     return inside
