@@ -355,8 +355,9 @@ def test_save_reset_load_gives_the_same_answers(live, scene):
     assert loaded.success, loaded.message
     after = _query(c, pts)
     assert after.success
-    np.testing.assert_allclose(np.array(after.sdf), np.array(before.sdf), atol=1e-6)
-    np.testing.assert_allclose(np.array(after.occupancy), np.array(before.occupancy), atol=1e-6)
+    # the map file keeps the hash tables as float16 (format 2): the SDF moves by micrometres
+    np.testing.assert_allclose(np.array(after.sdf), np.array(before.sdf), atol=1e-4)
+    np.testing.assert_allclose(np.array(after.occupancy), np.array(before.occupancy), atol=1e-3)
     # get_map answers the product of the loaded map: the same grid as computed here from the saved file
     gm = c.call(GetMap, "get_map", GetMap.Request())
     assert gm.map.info.width > 0 and gm.map.header.frame_id == "map"

@@ -65,8 +65,10 @@ class NodeConfig(ConfigGroup):
                                lo=0.0, hi=1.0)
     pose_max_gap_s: float = param(0.5, "Max gap between the two pose messages bracketing an image stamp (s)",
                                   lo=0.0, hi=60.0)
-    queue_size: int = param(8, "Bounded frame queue between callbacks and trainer (oldest dropped)", lo=1, hi=1000)
-    frames_per_step: int = param(1, "Trainer: frames integrated from the queue between two training steps", lo=1, hi=1000)
+    queue_size: int = param(16, "Bounded frame queue between callbacks and trainer (oldest dropped)", lo=1, hi=1000)
+    frames_per_step: int = param(16, "Trainer: at most this many queued frames integrated between two training steps "
+                                     "(16, as `map --realtime`: at 30 Hz every frame reaches the map while training "
+                                     "goes on between frames)", lo=1, hi=1000)
     input_max_width: int = param(0, "Subsample input images by the smallest integer stride that makes them at most "
                                     "this wide, before queuing (intrinsics scaled, colour sampled at the kept depth "
                                     "pixels); 0 = auto (320 px when the mapper runs on CPU, full resolution on CUDA); "
