@@ -208,3 +208,29 @@ def test_online_mapping_with_submaps(room):
     finally:
         assert core.stop(timeout=30.0)
     assert len(sm.submaps()) >= 2
+
+
+def test_merge_takes_newer_submaps_of_other_robots_and_they_save_and_load(trained, tmp_path):
+    """The fleet's and Ray's path: encoded bytes in, blended with what is there, kept by version."""
+    from neural_mapping.submaps.codec import encode_state
+
+    sm, _ = trained
+    src = next(s for s in sm.submaps() if s.key == (0, 0))
+    m = src.mapper if src.mapper is not None else sm.cache.mapper_of(src)
+    meta = dict(src.record(), robot_id="robot/2")
+    data = encode_state(meta, m.state_dict())
+    other = SubmapMap(room_cfg())
+    assert other.merge(data) is True
+    assert other.merge(data) is False  # the same version again
+    assert other.merge(encode_state(dict(meta, version=meta["version"] + 1), m.state_dict())) is True
+    core = np.array([[0.3, -0.2, 1.0], [-0.5, 0.4, 0.6], [0.0, 0.0, 2.2]], np.float32)  # in cell (0, 0)'s core
+    np.testing.assert_allclose(other.query(core).sdf, m.query(core - src.origin_W.astype(np.float32)).sdf, atol=1e-6)
+    assert other.coverage.observed(core.astype(np.float64)).any()
+    save_map_dir(other, tmp_path / "fleet")
+    names = [p.name for p in (tmp_path / "fleet" / "submaps").iterdir()]
+    assert names == [f"robot_2.{submap_id((0, 0))}.v{meta['version'] + 1}.nmsub"]
+    back = load_map_dir(tmp_path / "fleet")
+    assert [(s.robot_id, s.id) for s in back.submaps()] == [("robot/2", submap_id((0, 0)))]
+    np.testing.assert_array_equal(back.query(core).sdf, other.query(core).sdf)
+    with pytest.raises(SubmapCodecError, match="another grid"):
+        SubmapMap(room_cfg(**{"submaps.size_m": 4.0})).merge(data)
