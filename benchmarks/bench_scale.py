@@ -10,7 +10,8 @@ first rooms, then more of the floor). For each size and each mode (``one``: one 
   figures of one run are not mixed with another's; ``map_mb``: what the map says it holds
   (submaps: ``SubmapMap.resident_bytes``; one field: its tensors and coverage);
 - ``F@5cm`` (and F@2cm, accuracy, completion) of the mesh against the GT mesh restricted to
-  what the prefix's frames saw (visibility from every ``--vis-stride``-th frame);
+  what the prefix's frames saw within ``render.max_depth_m`` (visibility from every
+  ``--vis-stride``-th frame);
 - ``map_s`` (mapping wall time) and ``mesh_s``; ``submaps`` and ``spills`` for submaps;
 - ``double_border``: area fraction of the mesh within the blend zone of submap borders with a
   second sheet within 2 cm (neural_mapping/submaps/seams.py; also computed for one field, on the
@@ -61,7 +62,7 @@ def worker(a) -> dict:
     import torch
 
     from neural_mapping.config import apply_overrides, preset
-    from neural_mapping.evaluation import gt_points, mesh_metrics
+    from neural_mapping.evaluation import mesh_metrics, sample_surface, visible_mask
     from neural_mapping.io.floor_scene import floor_frames, floor_mesh
     from neural_mapping.products import MeshExtractor
     from neural_mapping.runner import new_map
@@ -93,8 +94,10 @@ def worker(a) -> dict:
     t0 = time.perf_counter()
     mesh = MeshExtractor(m, voxel_m=a.mesh_voxel, color=False).extract(full=True)
     mesh_s = time.perf_counter() - t0
-    gt = gt_points(gt_mesh, a.gt_points, frames=vis_frames)
-    mm = mesh_metrics(mesh, gt_mesh, a.gt_points, gt=gt)
+    # GT surface seen by the prefix's frames within the depth the map uses (render.max_depth_m)
+    pts = sample_surface(gt_mesh, a.gt_points)
+    vis = visible_mask(pts, gt_mesh, vis_frames, max_depth_m=cfg.render.max_depth_m)
+    mm = mesh_metrics(mesh, gt_mesh, a.gt_points, gt=(pts[vis], float(vis.mean())))
     grid = SubmapGrid(a.size_m, a.overlap_m, 0.8)
     dbl = double_sheet_fraction(np.asarray(mesh.vertices), np.asarray(mesh.triangles), where=border_zone(grid))
     out = {"mode": a.mode, "fraction": a.fraction, "frames": n, "map_s": map_s, "mesh_s": mesh_s,
