@@ -191,12 +191,18 @@ def save_map(mapper, path: str | Path, include_keyframes: bool = False) -> Path:
     if not d.is_dir():
         raise MapFileError(f"{path}: directory {d} does not exist")
     remove_stale_temp_files(d)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=d)
+    atomic_write(path, MAGIC + head + b"\n" + payload)
+    return path
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory (fsync, then
+    os.replace): a failure at any point leaves the previous file untouched and no temporary file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(head + b"\n")
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -206,7 +212,6 @@ def save_map(mapper, path: str | Path, include_keyframes: bool = False) -> Path:
         except OSError:
             pass
         raise
-    return path
 
 
 def remove_stale_temp_files(directory: str | Path, older_than_s: float = STALE_TMP_S) -> list[Path]:

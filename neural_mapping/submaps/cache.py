@@ -12,37 +12,19 @@ Without a directory the spills go to a private temporary directory, removed with
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from neural_mapping.mapfile import atomic_write
 from neural_mapping.submaps.codec import decode_submap, encode_submap
 from neural_mapping.submaps.submap import Submap, mapper_nbytes
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".nmsub"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory (fsync, os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def file_name(name: str, version: int) -> str:
