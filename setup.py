@@ -32,6 +32,8 @@ setup(
         # the fused Triton hash-grid kernels on CUDA (neural_mapping/hashgrid_triton.py); CUDA builds of
         # torch already bring it. On CPU it runs only the kernels' tests, through Triton's interpreter.
         "gpu": ["triton>=3.0"],
+        # offline submap training in parallel Ray tasks (`neural-mapping map --submaps --workers N`)
+        "ray": ["ray>=2.9"],
     },
     zip_safe=True,
     maintainer="neural_mapping maintainers",
@@ -43,6 +45,7 @@ setup(
         "console_scripts": [
             "mapper_node = neural_mapping.ros.node:main",
             "neural-mapping = neural_mapping.cli:main",
+            "map_server = neural_mapping.ros.map_server:main",
         ],
     },
 )

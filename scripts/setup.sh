@@ -56,6 +56,18 @@ if [ "${NEURAL_MAPPING_SKIP_TRITON:-0}" = 0 ] && [ "$(cat "$VENV/.triton-stamp" 
   fi
 fi
 
+# --- Ray (optional extra, same as `pip install .[ray]`): `neural-mapping map --submaps --workers N` and its
+# tests (skipped without it).
+RAY_PIN="ray==2.60.0"
+if [ "${NEURAL_MAPPING_SKIP_RAY:-0}" = 0 ] && [ "$(cat "$VENV/.ray-stamp" 2>/dev/null)" != "$RAY_PIN" ]; then
+  echo "[setup] pip install $RAY_PIN (offline submap training on Ray workers)"
+  if "$PY" -m pip install -q --disable-pip-version-check "$RAY_PIN"; then
+    echo "$RAY_PIN" >"$VENV/.ray-stamp"
+  else
+    echo "[setup] WARNING: $RAY_PIN not installed; the Ray tests will be skipped"
+  fi
+fi
+
 # --- neural_mapping_interfaces -----------------------------------------------
 if [ ! -f "$VENV/.ifc-stamp" ] || [ -n "$(find neural_mapping_interfaces -newer "$VENV/.ifc-stamp" -type f | head -1)" ]; then
   echo "[setup] building neural_mapping_interfaces into $VENV"
@@ -98,7 +110,7 @@ if [ ! -f "$VENV/.ext-stamp" ] || [ neural_mapping/csrc/hashgrid.cpp -nt "$VENV/
 fi
 # Where `ros2 run` / launch look for executables, and the ament index entry.
 mkdir -p "$PREFIX/lib/neural_mapping" "$PREFIX/share/ament_index/resource_index/packages" "$PREFIX/share/neural_mapping"
-for exe in mapper_node neural-mapping; do
+for exe in mapper_node map_server neural-mapping; do
   ln -sf "$PREFIX/bin/$exe" "$PREFIX/lib/neural_mapping/$exe"
 done
 touch "$PREFIX/share/ament_index/resource_index/packages/neural_mapping"
