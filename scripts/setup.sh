@@ -74,7 +74,8 @@ if [ ! -f "$VENV/.ifc-stamp" ] || [ -n "$(find neural_mapping_interfaces -newer 
   # The rosidl wheels hard-code the include paths of their build machine.
   PY_INC="$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
   NP_INC="$("$PY" -c 'import numpy; print(numpy.get_include())')"
-  grep -rl --include='*_rosidl_generator_pyExport*.cmake' -e '/opt/python/' "$PREFIX/share" 2>/dev/null | while read -r f; do
+  # (|| true: once rewritten nothing matches, and grep's status 1 would end the script under pipefail)
+  { grep -rl --include='*_rosidl_generator_pyExport*.cmake' -e '/opt/python/' "$PREFIX/share" 2>/dev/null || true; } | while read -r f; do
     sed -i -E "s#/opt/python/cp311-cp311/include/python3\.11#${PY_INC}#g; s#[^;\"]*/numpy/(_core|core)/include#${NP_INC}#g" "$f"
   done
   BUILD="$VENV/build/neural_mapping_interfaces"
