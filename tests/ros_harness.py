@@ -87,7 +87,9 @@ class Client:
     """A test-side rclpy node spinning in a thread: publishers to the node's inputs,
     latest message per product topic, service calls with timeouts."""
 
-    def __init__(self, ns: str = "/neural_mapper"):
+    def __init__(self, ns: str = "/neural_mapper", node_ns: str = ""):
+        """``ns``: the node's namespace and name (its products and status); ``node_ns``: this client's own
+        namespace, so its relative input topics reach a node in that namespace (``/r1/color/image``)."""
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -101,7 +103,7 @@ class Client:
         self.ns = ns
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.node = rclpy.create_node("ros_test_client", context=self.context)
+        self.node = rclpy.create_node("ros_test_client", context=self.context, namespace=node_ns or None)
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_color = self.node.create_publisher(Image, "color/image", rel)
         self.pub_depth = self.node.create_publisher(Image, "depth/image", rel)

@@ -86,11 +86,16 @@ class MapperNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     def _build_core(self) -> None:
-        """The Mapper (built, kernels loaded, in a thread that exits) and the online core training it."""
-        from neural_mapping.mapper import Mapper
+        """The map (a Mapper, or a SubmapMap with submaps.enabled; built, kernels loaded, in a thread that
+        exits) and the online core training it. A fleet robot's submaps.robot_id defaults to its namespace."""
+        from neural_mapping.runner import new_map
+
+        ns = self.get_namespace().strip("/")
+        if self.mcfg.submaps.enabled and not self.mcfg.submaps.robot_id and ns:
+            self.mcfg = apply_overrides(self.mcfg, {"submaps.robot_id": ns})
 
         def build():  # torch work in a thread that exits: its OpenMP workers go with it
-            m = Mapper(self.mcfg)
+            m = new_map(self.mcfg)
             _load_kernels(self.mcfg, m.device)
             return m
 
@@ -114,6 +119,11 @@ class MapperNode(Node):
 
         self.publishing = Publishing(self)
         self.status_pub = Status(self)
+        self.submap_pub = None
+        if self.mcfg.submaps.enabled:  # fleet: frozen submaps on ~/submaps (ros/submap_pub.py)
+            from neural_mapping.ros.submap_pub import SubmapPublisher
+
+            self.submap_pub = SubmapPublisher(self, MutuallyExclusiveCallbackGroup())
 
     def _create_services(self) -> None:
         from neural_mapping.ros.services import Services
@@ -207,11 +217,18 @@ class MapperNode(Node):
             self._shut_down = self._stopping = True
         self.publishing.cancel()
         self.status_pub.cancel()
+        if getattr(self, "submap_pub", None) is not None:
+            self.submap_pub.cancel()
         if getattr(self, "viewer", None) is not None:
             self.viewer.stop()
         if not self.core.stop(timeout=SHUTDOWN_TRAINER_S):
             self.get_logger().warning(f"the trainer did not stop within {SHUTDOWN_TRAINER_S} s; waiting for its step")
             self.core.stop(timeout=30.0)  # never leave it to die inside torch at interpreter exit
+        if getattr(self, "submap_pub", None) is not None:  # what the robot still trained, for the fleet's map server
+            try:
+                self.submap_pub.finish()
+            except Exception as e:  # noqa: BLE001 - shutdown goes on
+                self.get_logger().error(f"publishing the last submaps at shutdown failed: {e}")
         if self.ncfg.save_on_shutdown:
             self.service_handlers.save_on_shutdown()
 

@@ -105,6 +105,10 @@ class NodeConfig(ConfigGroup):
                                           "shutdown_map_name in map_dir before exiting", runtime=True)
     shutdown_map_name: str = param("shutdown.map", "Map file name (inside map_dir) of save_on_shutdown")
     max_query_points: int = param(2_000_000, "Largest query_field request accepted (points)", lo=1, hi=100_000_000)
+    submaps_freeze_idle_s: float = param(10.0, "With submaps.enabled: freeze and publish the active submaps on "
+                                               "~/submaps once no frame arrived for this long (s), so a robot that "
+                                               "finished its run publishes everything (docs/fleet.md); 0 = only at "
+                                               "shutdown", lo=0.0, hi=86400.0, runtime=True)
     warn_throttle_s: float = param(5.0, "Minimum interval between repeated warnings of one kind (s)", lo=0.0, hi=3600.0)
 
     def check(self) -> None:

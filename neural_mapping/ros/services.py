@@ -32,7 +32,10 @@ EMPTY_MAP = "the map is empty: no frames have been integrated yet"
 class Services:
     """The services of one node (see the module doc)."""
 
-    def __init__(self, node, callback_group) -> None:
+    #: every service, by name (the robot node serves all; the fleet's map server names a few)
+    NAMES = ("query_field", "render_view", "save_map", "load_map", "reset", "pause", "get_map")
+
+    def __init__(self, node, callback_group, names: tuple[str, ...] = NAMES) -> None:
         self.node = node
         self.core = node.core
         # render_view in a group of its own: a long render (bands of rows, ros/render.py) leaves
@@ -43,6 +46,8 @@ class Services:
                                    (SaveMap, "save_map", self.save_map), (LoadMap, "load_map", self.load_map),
                                    (Trigger, "reset", self.reset), (SetBool, "pause", self.pause),
                                    (GetMap, "get_map", self.get_map)]:
+            if name not in names:
+                continue
             group = render_group if srv_type is RenderView else callback_group
             srv = node.create_service(srv_type, f"~/{name}", self._answer(name, fn), callback_group=group)
             if srv_type is QueryField:  # requests taken and gradients sent as numpy arrays (ros/fastpath.py)
