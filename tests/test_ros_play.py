@@ -130,3 +130,68 @@ def test_play_refuses_bad_input(tmp_path, ros_env):
     (tmp_path / "junk" / "metadata.yaml").write_text("not: a bag\n")
     r = subprocess.run(play_cmd(tmp_path / "junk"), env=ros_env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not a readable bag" in r.stderr
+
+
+def test_play_prefix_puts_every_topic_and_clock_under_the_namespace(ros_env, bag):
+    """`play --prefix /r1`: /r1/camera/..., /r1/clock; nothing on the bag's own topics or /clock."""
+    import rclpy
+    import rclpy.executors
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from neural_mapping.ros import convert
+
+    path, seq = bag
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("play_prefix_probe", context=ctx)
+    got: dict[str, list] = {}
+    lock = threading.Lock()
+
+    def keep(k):
+        def cb(m):
+            with lock:
+                got.setdefault(k, []).append(m)
+        return cb
+
+    rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    for topic, cls in [("/camera/color/image_raw", Image), ("/camera/depth/image_raw", Image),
+                       ("/camera/depth/camera_info", CameraInfo), ("/camera/pose", PoseStamped), ("/clock", Clock)]:
+        node.create_subscription(cls, "/r1" + topic, keep("/r1" + topic), rel)
+        node.create_subscription(cls, topic, keep(topic), rel)
+    stop = threading.Event()
+    ex = rclpy.executors.SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+
+    def spin():
+        while not stop.is_set():
+            ex.spin_once(timeout_sec=0.05)
+
+    th = threading.Thread(target=spin, daemon=True)
+    th.start()
+    try:
+        r = subprocess.run(play_cmd(path, "--rate", "4", "--wait-subscribers", "20", "--prefix", "r1/"), env=ros_env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert f"published {4 * N} messages on 4 topics from {path} under /r1" in r.stdout
+        t_end = time.monotonic() + 10
+        while time.monotonic() < t_end and len(got.get("/r1/camera/pose", [])) < N:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        ex.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+    for topic in ["/camera/color/image_raw", "/camera/depth/image_raw", "/camera/depth/camera_info", "/camera/pose"]:
+        assert len(got.get("/r1" + topic, [])) == N, topic
+        assert topic not in got, f"{topic} was published without the prefix"
+    assert "/clock" not in got and got["/r1/clock"][-1].clock == got["/r1/camera/pose"][-1].header.stamp
+    for msg, f in zip(got["/r1/camera/pose"], seq.frames):
+        assert convert.stamp_to_ns(msg.header.stamp) == f.stamp_ns
+        assert msg.header.frame_id == "map"  # frame ids are left as they are: the fleet's shared map frame
+    r = subprocess.run(play_cmd(path, "--prefix", "/r-1"), env=ros_env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a ROS namespace" in r.stderr

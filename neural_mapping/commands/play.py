@@ -1,15 +1,22 @@
-"""`neural-mapping play BAG [--rate R] [--loop]`: publish a bag's messages with /clock through rclpy.
+"""`neural-mapping play BAG [--rate R] [--loop] [--prefix /r1]`: publish a bag's messages with /clock through rclpy.
 
 For machines without rosbag2 (`ros2 bag play`). Messages are published as the bag's
 serialized CDR bytes (no deserialisation), with their bag topics and types, paced by
 the bag's receive times divided by --rate; rosgraph_msgs/Clock on /clock carries the bag
 time so a node with use_sim_time:=true follows it. Reads rosbag2 (sqlite3, MCAP) and
 ROS 1 bags through the `rosbags` library.
+
+``--prefix /r1`` publishes every topic under the prefix (``/camera/pose`` as ``/r1/camera/pose``;
+``/tf``, ``/tf_static`` and ``/clock`` as ``/r1/tf``, ``/r1/tf_static``, ``/r1/clock``), so one
+machine can play a fleet: each robot's node runs in its namespace (docs/fleet.md). Frame ids inside
+the messages are left as they are (the fleet shares one ``map`` frame). ``/tf_static`` is published
+transient local, as tf2 latches it; everything else reliable, volatile.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +33,21 @@ def add_arguments(p) -> None:
     p.add_argument("--wait-subscribers", type=float, default=0.0, metavar="S",
                    help="wait up to S seconds until every topic has a subscriber before starting")
     p.add_argument("--start-delay", type=float, default=0.0, metavar="S", help="sleep S seconds before playing")
+    p.add_argument("--prefix", default="", metavar="NS",
+                   help="publish every topic, /clock and /tf included, under this namespace (e.g. /r1), so several "
+                        "bags can play a fleet on one machine")
+
+
+def topic_prefix(prefix: str) -> str:
+    """'/r1', 'r1' or '/r1/' -> '/r1' ('' for none); InputError unless it is a valid ROS namespace."""
+    p = prefix.strip()
+    if p in ("", "/"):
+        return ""
+    p = "/" + p.strip("/")
+    if not re.fullmatch(r"(/[A-Za-z_][A-Za-z0-9_]*)+", p):
+        raise InputError(f"--prefix {prefix!r} is not a ROS namespace (segments of letters, digits and _, "
+                         "each starting with a letter or _)")
+    return p
 
 
 def _msg_class(msgtype: str):
@@ -57,10 +79,11 @@ def _open(path: Path):
 def run(args) -> int:
     if not args.rate > 0:
         raise InputError(f"--rate must be > 0, got {args.rate}")
+    prefix = topic_prefix(args.prefix)
     path = Path(args.bag)
     reader = _open(path)
     import rclpy
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 
     from neural_mapping.ros.convert_out import stamp_from_ns
@@ -72,6 +95,8 @@ def run(args) -> int:
     rclpy.init(args=["--ros-args"])
     node = rclpy.create_node("neural_mapping_play")
     qos = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pubs = {}
     for c in conns:
         if c.topic in pubs:
@@ -80,8 +105,9 @@ def run(args) -> int:
         if cls is None:
             print(f"play: skipping {c.topic}: message type {c.msgtype} is not importable", file=sys.stderr)
             continue
-        pubs[c.topic] = node.create_publisher(cls, c.topic, qos)
-    clock_pub = node.create_publisher(Clock, "/clock", 10)
+        name = prefix + "/" + c.topic.lstrip("/") if prefix else c.topic
+        pubs[c.topic] = node.create_publisher(cls, name, latched if c.topic == "/tf_static" else qos)
+    clock_pub = node.create_publisher(Clock, prefix + "/clock", 10)
     ros1 = getattr(reader, "is2", True) is False
     n_pub = 0
     try:
@@ -123,5 +149,6 @@ def run(args) -> int:
         reader.close()
         node.destroy_node()
         rclpy.try_shutdown()
-    print(f"play: published {n_pub} messages on {len(pubs)} topics from {path}")
+    print(f"play: published {n_pub} messages on {len(pubs)} topics from {path}"
+          + (f" under {prefix}" if prefix else ""))
     return 0
