@@ -142,3 +142,80 @@ def test_launch_description_and_real_launch(ros_env, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
         log.close()
+
+
+FLEET = REPO / "launch" / "fleet.launch.py"
+FLEET_ARGS = {"robots", "config", "device", "use_sim_time", "robot_clock", "color_topic", "depth_topic",
+              "camera_info_topic", "pose_topic", "pose_source", "dds_profile"}
+
+
+def test_fleet_launch_file_structure_by_parsing():
+    """fleet.launch.py: a mapper node per robot (its namespace, submaps on, robot id = its name) and the map server."""
+    src = FLEET.read_text()
+    tree = ast.parse(src)
+    consts = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+              for t in n.targets if isinstance(t, ast.Name) and isinstance(n.value, ast.Constant)}
+    declared = {_const(c.args[0], consts) for c in _calls(tree, "DeclareLaunchArgument")}
+    assert declared == FLEET_ARGS
+    nodes = {_const(_kw(n, "executable"), consts): n for n in _calls(tree, "Node")}
+    assert set(nodes) == {"mapper_node", "map_server"}
+    assert consts["PACKAGE"] == "neural_mapping" and all(_const(_kw(n, "package"), consts) == "neural_mapping"
+                                                          for n in nodes.values())
+    robot, server = nodes["mapper_node"], nodes["map_server"]
+    assert ast.unparse(_kw(robot, "namespace")) == "r" and _const(_kw(robot, "name"), consts) == "neural_mapper"
+    params = ast.unparse(_kw(robot, "parameters"))
+    assert "'submaps.enabled': True" in params and "'submaps.robot_id': r" in params
+    assert "arg['config']" in params and "arg['config']" in ast.unparse(_kw(server, "parameters"))
+    assert _const(_kw(server, "name"), consts) == "map_server" and _kw(server, "namespace") is None
+    for n in nodes.values():  # both get the large-message DDS profile
+        assert ast.unparse(_kw(n, "additional_env")) == "env"
+    assert "'FASTRTPS_DEFAULT_PROFILES_FILE': arg['dds_profile']" in src.replace('"', "'")
+    # the robots argument, parsed by the file's own function
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "robot_names")
+    ns: dict = {}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(FLEET), "exec"), ns)
+    assert ns["robot_names"](" r1, /r2/,,r3 ") == ["r1", "r2", "r3"] and ns["robot_names"]("") == []
+    setup = (REPO / "setup.py").read_text()
+    assert "map_server = neural_mapping.ros.map_server:main" in setup
+
+
+def test_fleet_real_launch(ros_env):
+    """With launch_ros (a ROS install): two robots and the map server come up with their services."""
+    pytest.importorskip("launch_ros")
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    try:
+        prefix = Path(get_package_prefix("neural_mapping"))
+    except (PackageNotFoundError, OSError):
+        pytest.skip("neural_mapping is not installed in an ament prefix")
+    if not (prefix / "lib" / "neural_mapping" / "map_server").exists():
+        pytest.skip("map_server is not installed under <prefix>/lib/neural_mapping")
+    code = ("import sys, launch; from launch.launch_description_sources import PythonLaunchDescriptionSource as S; "
+            "from launch.actions import IncludeLaunchDescription as I; ls = launch.LaunchService(); "
+            f"ls.include_launch_description(I(S({str(FLEET)!r}), launch_arguments={{'device': 'cpu', "
+            "'robots': 'r1,r2'}.items())); sys.exit(ls.run())")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=ros_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import rclpy
+
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        node = rclpy.create_node("fleet_launch_probe", context=ctx)
+        want = {"/r1/neural_mapper/query_field", "/r2/neural_mapper/query_field", "/map_server/query_field"}
+        t_end = time.monotonic() + 120
+        seen: set = set()
+        while time.monotonic() < t_end and not want <= seen:
+            seen = {name for name, _ in node.get_service_names_and_types()}
+            time.sleep(0.5)
+        topics = {name for name, _ in node.get_topic_names_and_types()}
+        node.destroy_node()
+        ctx.try_shutdown()
+        assert want <= seen, sorted(seen)
+        assert {"/r1/neural_mapper/submaps", "/r2/neural_mapper/submaps"} <= topics
+    finally:
+        os.killpg(proc.pid, 2)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
