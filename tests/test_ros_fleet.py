@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_harness import Client, NodeProcess, node_command
+from ros_harness import Client, NodeProcess, node_command, status_of
 
 REPO = Path(__file__).resolve().parents[1]
 N, W, H = 16, 80, 60
@@ -133,7 +133,7 @@ def fleet(tmp_path_factory):
             procs["server"] = server
             clients["server"] = Client(ns="/map_server")
             yield {"seq": seq, "halves": halves, "procs": procs, "clients": clients, "expected": expected,
-                   "sent": sent}
+                   "sent": sent, "env": env, "tmp": tmp}
         finally:
             for c in clients.values():
                 c.close()
@@ -231,3 +231,56 @@ def test_malformed_submaps_are_counted_and_the_server_keeps_serving(fleet):
     sdf, _ = query(c, np.array([[0.0, 0.0, 1.2]]))  # still serving
     assert np.isfinite(sdf).all()
     good.node.destroy_subscription(sub)
+
+
+def test_a_server_given_robots_takes_only_their_submaps(fleet):
+    """``robots:=[r2]``: only /r2/neural_mapper/submaps, though /r1's is in the graph too."""
+    expected = {k: v for k, v in fleet["expected"].items() if k[0] == "r2"}
+    cmd = server_command(SERVER) + ["-p", "robots:=[/r2/]", "-r", "__node:=map_server_r2"]
+    p = Proc(cmd, fleet["env"], fleet["tmp"] / "server_r2.log")
+    c = Client(ns="/map_server_r2")
+    try:
+        want = " ".join(f"{r}/{i}@{v}" for (r, i), v in sorted(expected.items()))
+        st = c.wait_for(lambda: (lambda s: s if s and s["versions"] == want else None)(status_values(c)), 120,
+                        f"the second server holding {want}", p)
+        time.sleep(2.5)  # more than one discovery period: still only r2
+        st = status_values(c)
+        assert st["topics"] == "/r2/neural_mapper/submaps" and st["robots"] == "r2" and st["versions"] == want
+    finally:
+        c.close()
+        p.stop()
+
+
+def test_a_robot_publishes_its_active_submaps_at_shutdown(fleet):
+    """submaps_freeze_idle_s 0 (no idle freeze): what the robot still trains is frozen and published on SIGINT."""
+    from neural_mapping.ros.submap_pub import SUBMAP_QOS
+    from neural_mapping_interfaces.msg import Submap
+
+    cmd = node_command({**ROBOT, "submaps_freeze_idle_s": 0.0, "map_dir": str(fleet["tmp"] / "r4")},
+                       remaps={"__ns": "/r4"})
+    p = Proc(_niced(cmd), fleet["env"], fleet["tmp"] / "r4.log")
+    c = Client(ns="/r4/neural_mapper", node_ns="/r4")
+    got = []
+    c.node.create_subscription(Submap, "/r4/neural_mapper/submaps", got.append, SUBMAP_QOS)
+    try:
+        c.wait_subscribed(timeout=120)
+        c.wait_for(lambda: c.get("status"), 60, "r4's first ~/status", p)
+        c.publish_frames_acked(fleet["halves"]["r1"][:1])  # one frame: its (at most max_active) submaps stay active
+        c.wait_for(lambda: (lambda s: s if s and s.steps >= 20 else None)(status_of(c)), 120, "20 steps", p)
+        time.sleep(1.5)
+        assert got == []  # nothing froze: nothing published yet
+        assert p.stop() == 0
+        c.wait_for(lambda: got, 10, "the submaps published at shutdown")
+        time.sleep(0.5)
+        ids = sorted(m.id for m in got)
+        assert ids and all(m.robot_id == "r4" and m.version == 1 for m in got), [(m.id, m.version) for m in got]
+        assert len(set(ids)) == len(ids) and "no input for" not in p.log()
+        for m in got:
+            from neural_mapping.submaps.codec import decode_submap
+
+            rec, state = decode_submap(bytes(m.data))
+            assert (rec.id, rec.robot_id, rec.version) == (m.id, "r4", 1) and m.has_bounds
+            assert m.header.frame_id == "map" and "field" in state
+    finally:
+        c.close()
+        p.stop()
